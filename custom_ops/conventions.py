@@ -1,0 +1,77 @@
+"""Coordinate conventions shared by every op (SPEC.md, "Coordinate conventions").
+
+| mode                                   | coordinate of column ``i`` on an axis of size ``n`` |
+|----------------------------------------|------------------------------------------------------|
+| pixel (``normalized_coordinates=False``)| ``i``                                                |
+| normalized, ``align_corners=True``     | ``-1 + 2i/(n-1)``; ``0`` when ``n == 1`` (kornia)    |
+| normalized, ``align_corners=False``    | ``(2i + 1)/n - 1``, pixel centres (dsntnn)           |
+
+All three are one affine map ``(i - c) * s``: pixel ``c = 0, s = 1``;
+``align_corners=True`` ``c = (n-1)/2, s = 2/max(n-1, 1)``; ``align_corners=False``
+``c = (n-1)/2, s = 2/n``. The ONNX function bodies compute the same map from the
+runtime shape, so no size is baked into an exported graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def axis_affine(n: int, normalized: bool, align_corners: bool) -> tuple[float, float]:
+    """``(c, s)`` such that the coordinate of index ``i`` is ``(i - c) * s``."""
+    if not normalized:
+        return 0.0, 1.0
+    scale = 2.0 / max(n - 1, 1) if align_corners else 2.0 / n
+    return (n - 1) / 2.0, scale
+
+
+def axis_coords(
+    n: int,
+    normalized: bool,
+    align_corners: bool,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Coordinates of the ``n`` pixels of one axis. Returns ``(n,)``."""
+    centre, scale = axis_affine(n, normalized, align_corners)
+    return (torch.arange(n, device=device, dtype=dtype) - centre) * scale
+
+
+def coordinate_grid(
+    height: int,
+    width: int,
+    normalized: bool,
+    align_corners: bool,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``(x, y)`` of every pixel in row-major order. Returns ``(2, H*W)``."""
+    xs = axis_coords(width, normalized, align_corners, device=device, dtype=dtype)
+    ys = axis_coords(height, normalized, align_corners, device=device, dtype=dtype)
+    return torch.stack([xs.repeat(height), ys.repeat_interleave(width)])
+
+
+def pixel_to_normalized(
+    coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True
+) -> torch.Tensor:
+    """Maps ``(x, y)`` pixel coordinates to normalized ones on a map of ``size=(H, W)``."""
+    height, width = size
+    cx, sx = axis_affine(width, True, align_corners)
+    cy, sy = axis_affine(height, True, align_corners)
+    centre = coords.new_tensor([cx, cy])
+    scale = coords.new_tensor([sx, sy])
+    return (coords - centre) * scale
+
+
+def normalized_to_pixel(
+    coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True
+) -> torch.Tensor:
+    """Inverse of :func:`pixel_to_normalized` (an axis of size 1 maps its only pixel, 0, to 0)."""
+    height, width = size
+    cx, sx = axis_affine(width, True, align_corners)
+    cy, sy = axis_affine(height, True, align_corners)
+    centre = coords.new_tensor([cx, cy])
+    scale = coords.new_tensor([sx, sy])
+    return coords / scale + centre

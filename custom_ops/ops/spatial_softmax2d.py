@@ -1,0 +1,163 @@
+"""spatial_softmax2d: softmax over the H*W values of each channel.
+
+``input (B, N, H, W)`` -> ``(B, N, H, W)``.
+
+Temperature convention (decided, SPEC.md): ``temperature_mode="multiply"`` is
+``softmax(input * temperature)`` (kornia <= 0.8, mmpose's ``beta``);
+``"divide"`` is ``softmax(input / temperature)`` (kornia 0.9). The ONNX node
+carries the mode as the int attribute ``temperature_divide`` (0 or 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from custom_ops.registry import (
+    OnnxAttribute,
+    OnnxInput,
+    OpSpec,
+    Sample,
+    compute_dtype,
+    is_exporting,
+    positive_scalar,
+    register,
+    validate_tensor,
+)
+
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+_BOOL = 9  # onnx.TensorProto.BOOL
+TEMPERATURE_MODES = ("multiply", "divide")
+
+
+def temperature_divide(temperature_mode: str) -> bool:
+    """Validates ``temperature_mode``; True for ``"divide"``."""
+    if temperature_mode not in TEMPERATURE_MODES:
+        raise ValueError(
+            f"temperature_mode must be 'multiply' (softmax(x * t), kornia <= 0.8, mmpose) or "
+            f"'divide' (softmax(x / t), kornia 0.9); got {temperature_mode!r}"
+        )
+    return temperature_mode == "divide"
+
+
+def softmax_flat(input: Tensor, temperature: Tensor | float, divide: bool) -> Tensor:
+    """Softmax of ``(B, N, H, W)`` over ``H*W`` in the compute dtype. Returns ``(B, N, H*W)``."""
+    batch, channels, height, width = input.shape
+    logits = input.to(compute_dtype(input.dtype)).reshape(batch, channels, height * width)
+    if isinstance(temperature, Tensor):
+        temperature = temperature.to(logits.dtype)
+    if divide:
+        logits = logits / temperature
+    elif not (isinstance(temperature, float) and temperature == 1.0):
+        logits = logits * temperature
+    return torch.softmax(logits, dim=-1)
+
+
+def reference(
+    input: Tensor,
+    temperature: Tensor | float,
+    temperature_divide: bool,
+) -> Tensor:
+    """Plain torch definition. ``input (B, N, H, W)`` -> ``(B, N, H, W)``."""
+    return softmax_flat(input, temperature, temperature_divide).reshape(input.shape).to(input.dtype)
+
+
+@torch.library.custom_op("kpx::spatial_softmax2d", mutates_args=())
+def _torch_op(input: Tensor, temperature: Tensor, temperature_divide: bool) -> Tensor:
+    return reference(input, temperature, temperature_divide)
+
+
+@_torch_op.register_fake
+def _(input: Tensor, temperature: Tensor, temperature_divide: bool) -> Tensor:
+    return torch.empty_like(input)
+
+
+def spatial_softmax2d(
+    input: Tensor,
+    temperature: Tensor | float = 1.0,
+    *,
+    temperature_mode: str = "multiply",
+) -> Tensor:
+    """Softmax over the spatial positions of each channel.
+
+    Args:
+        input: logits ``(B, N, H, W)``.
+        temperature: Python number > 0 or a 0-d tensor (e.g. a learned parameter).
+        temperature_mode: ``"multiply"`` (``softmax(x * t)``) or ``"divide"`` (``softmax(x / t)``).
+
+    Returns:
+        ``(B, N, H, W)`` probabilities, each channel summing to one, in ``input``'s dtype.
+    """
+    validate_tensor(input, "input", "(B, N, H, W)", 4)
+    temperature = positive_scalar(temperature, "temperature")
+    divide = temperature_divide(temperature_mode)
+    if is_exporting():
+        t = torch.as_tensor(temperature, device=input.device).to(torch.float32)
+        return torch.ops.kpx.spatial_softmax2d(input, t, divide)
+    return reference(input, temperature, divide)
+
+
+class SpatialSoftmax2d(nn.Module):
+    """Module form of :func:`spatial_softmax2d`; ``(B, N, H, W)`` -> ``(B, N, H, W)``."""
+
+    def __init__(self, temperature: Tensor | float = 1.0, *, temperature_mode: str = "multiply") -> None:
+        super().__init__()
+        positive_scalar(temperature, "temperature")
+        temperature_divide(temperature_mode)
+        self.temperature = temperature
+        self.temperature_mode = temperature_mode
+
+    def forward(self, input: Tensor) -> Tensor:
+        return spatial_softmax2d(input, self.temperature, temperature_mode=self.temperature_mode)
+
+
+def build_function(kpx, op):
+    """The ONNX function body (onnxscript script mode) at the default opset ``op``."""
+    import onnxscript
+
+    @onnxscript.script(kpx, default_opset=op)
+    def SpatialSoftmax2d(input, temperature, temperature_divide: int = 0):
+        x = op.Cast(input, to=_FLOAT)
+        t = op.Cast(temperature, to=_FLOAT)
+        scale = op.Where(op.Cast(temperature_divide, to=_BOOL), op.Reciprocal(t), t)
+        hw = op.Mul(op.Shape(input, start=2, end=3), op.Shape(input, start=3, end=4))
+        flat = op.Concat(op.Shape(input, start=0, end=2), hw, axis=0)  # no -1: B or N may be 0
+        p = op.Softmax(op.Reshape(x * scale, flat), axis=2)
+        return op.CastLike(op.Reshape(p, op.Shape(input)), input)
+
+    return SpatialSoftmax2d
+
+
+def samples() -> list[Sample]:
+    """Representative calls; dynamic samples mark B, N, H, W of ``input`` as dynamic."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 7, generator=g) * 3
+    dyn = ({0: "B", 1: "N", 2: "H", 3: "W"},)
+    return [
+        Sample("multiply", (x, 1.0)),
+        Sample("divide_t0.5", (x, 0.5), {"temperature_mode": "divide"}, dynamic=dyn),
+        Sample("multiply_t3", (x, 3.0), dynamic=dyn),
+    ]
+
+
+SPEC = register(
+    OpSpec(
+        name="spatial_softmax2d",
+        onnx_op_type="SpatialSoftmax2d",
+        description="softmax over the H*W positions of each channel",
+        functional=spatial_softmax2d,
+        module=SpatialSoftmax2d,
+        reference=reference,
+        torch_op=torch.ops.kpx.spatial_softmax2d,
+        inputs=(
+            OnnxInput("input", "logits (B, N, H, W)"),
+            OnnxInput("temperature", "0-d float32 temperature", "tensor(float)"),
+        ),
+        outputs=(OnnxInput("output", "probabilities (B, N, H, W), input dtype"),),
+        attributes=(OnnxAttribute("temperature_divide", "int", 0, "1: softmax(x / t); 0: softmax(x * t)"),),
+        build_function=build_function,
+        samples=samples,
+        tolerances={torch.float32: (1e-5, 1e-6), torch.float16: (1e-3, 1e-3), torch.float64: (1e-5, 1e-6)},
+        conventions="no coordinates; temperature multiplies by default (temperature_mode)",
+    )
+)

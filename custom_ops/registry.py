@@ -1,0 +1,272 @@
+"""The op registry: one :class:`OpSpec` per op drives everything else.
+
+The torch custom op, the export translation table, the attached ONNX functions,
+the generic tests and the docs all read these records. Adding an op means one
+file under ``custom_ops/ops/`` that calls :func:`register`, plus one import line.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+DOMAIN = "kpx"
+"""ONNX domain of every kpx node and function."""
+
+DOMAIN_VERSION = 1
+"""Version of the ``kpx`` domain that this release writes."""
+
+MIN_OPSET = 18
+MAX_OPSET = 21
+"""Default-domain opsets that function bodies are authored for."""
+
+#: tolerance table type: ``{dtype: (rtol, atol)}``
+Tolerances = dict[torch.dtype, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class OnnxInput:
+    """One input or output of the ONNX node.
+
+    ``type_str`` is an ONNX type string (``"tensor(float)"``) or the type
+    parameter ``"T"`` (any of float, float16, bfloat16, double).
+    """
+
+    name: str
+    doc: str
+    type_str: str = "T"
+
+
+@dataclass(frozen=True)
+class OnnxAttribute:
+    """One attribute of the ONNX node; same name as the torch op argument."""
+
+    name: str
+    kind: str  # "int" (bools are written as 0/1), "float" or "ints"
+    default: Any
+    doc: str
+
+    def encode(self, value: Any) -> Any:
+        """Converts the torch op argument to the ONNX attribute value."""
+        if self.kind == "int":
+            return int(value)
+        if self.kind == "float":
+            return float(value)
+        return [int(v) for v in value]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A named set of arguments for the functional (and its export)."""
+
+    name: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    #: dims made dynamic in the export, per tensor argument (``None``: static)
+    dynamic: tuple | None = None
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything kpx knows about one op.
+
+    Attributes:
+        name: snake_case name of the functional, torch op (``kpx::name``), file and CLI.
+        onnx_op_type: CamelCase name of the ``nn.Module`` and of the ONNX node.
+        description: one line for listings.
+        functional: the public function (validates, then reference or torch op).
+        module: the ``nn.Module`` twin.
+        reference: plain, differentiable torch code that *is* the behaviour; it takes
+            the torch op's arguments.
+        torch_op: the registered ``torch.ops.kpx.<name>`` overload packet.
+        inputs, outputs, attributes: the ONNX node signature. The torch op takes
+            the inputs followed by the attributes, in this order and with these names.
+        build_function: ``(kpx_opset, default_opset) -> OnnxFunction`` (onnxscript,
+            script mode); called lazily, once per target opset.
+        samples: ``() -> list[Sample]``: representative calls for generic tests.
+        tolerances: ``{dtype: (rtol, atol)}`` for runtime-vs-PyTorch comparisons.
+        conventions: where coordinates come in or out, which convention and why.
+    """
+
+    name: str
+    onnx_op_type: str
+    description: str
+    functional: Callable[..., Any]
+    module: type[torch.nn.Module]
+    reference: Callable[..., Any]
+    torch_op: Any
+    inputs: tuple[OnnxInput, ...]
+    outputs: tuple[OnnxInput, ...]
+    attributes: tuple[OnnxAttribute, ...]
+    build_function: Callable[[Any, Any], Any]
+    samples: Callable[[], list[Sample]]
+    tolerances: Tolerances
+    conventions: str = ""
+    version: int = DOMAIN_VERSION
+
+    def function_proto(self, opset: int = MIN_OPSET):
+        """The ONNX ``FunctionProto`` of this op, authored at ``opset``."""
+        return _function_proto(self.name, opset)
+
+    def onnx_schema(self):
+        """An ``onnx.defs.OpSchema`` describing the node (not registered globally)."""
+        return _onnx_schema(self.name)
+
+    def translation(self) -> Callable[..., Any]:
+        """The torch.onnx translation: one ``kpx`` node for one torch op call."""
+        return _translation(self.name)
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+
+
+def register(spec: OpSpec) -> OpSpec:
+    """Adds ``spec`` to the registry; names must be unique."""
+    for other in _REGISTRY.values():
+        if spec.name == other.name or spec.onnx_op_type == other.onnx_op_type:
+            raise ValueError(f"op {spec.name!r} / {spec.onnx_op_type!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_ops(pattern: str | None = None) -> list[OpSpec]:
+    """Registered ops sorted by name, optionally filtered by a substring."""
+    specs = sorted(_REGISTRY.values(), key=lambda s: s.name)
+    if pattern:
+        specs = [s for s in specs if pattern.lower() in s.name or pattern in s.onnx_op_type]
+    return specs
+
+
+def get_op(name: str) -> OpSpec:
+    """Looks an op up by its snake_case name or its ONNX op type."""
+    for spec in _REGISTRY.values():
+        if name in (spec.name, spec.onnx_op_type):
+            return spec
+    known = ", ".join(s.name for s in list_ops())
+    raise KeyError(f"no kpx op named {name!r}; registered ops: {known}")
+
+
+def check_opset(opset: int) -> int:
+    """Validates a target default-domain opset."""
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(
+            f"opset must be an int in [{MIN_OPSET}, {MAX_OPSET}]; got {opset!r}. "
+            f"Pass opset={MIN_OPSET} for the widest runtime support."
+        )
+    return opset
+
+
+@functools.lru_cache(maxsize=None)
+def _function_proto(name: str, opset: int):
+    from onnxscript.values import Opset
+
+    check_opset(opset)
+    spec = get_op(name)
+    fn = spec.build_function(Opset(DOMAIN, spec.version), Opset("", opset))
+    proto = fn.to_function_proto()
+    if proto.name != spec.onnx_op_type or proto.domain != DOMAIN:
+        raise RuntimeError(f"{name}: function is {proto.domain}.{proto.name}, expected {spec.onnx_op_type}")
+    return proto
+
+
+_TYPE_PARAM = ("tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)")
+
+
+@functools.lru_cache(maxsize=None)
+def _onnx_schema(name: str):
+    from onnx.defs import OpSchema
+
+    spec = get_op(name)
+    kinds = {
+        "int": OpSchema.AttrType.INT,
+        "float": OpSchema.AttrType.FLOAT,
+        "ints": OpSchema.AttrType.INTS,
+    }
+
+    def param(p: OnnxInput) -> OpSchema.FormalParameter:
+        return OpSchema.FormalParameter(p.name, p.type_str, p.doc)
+
+    return OpSchema(
+        spec.onnx_op_type,
+        DOMAIN,
+        spec.version,
+        spec.description,
+        inputs=[param(p) for p in spec.inputs],
+        outputs=[param(p) for p in spec.outputs],
+        type_constraints=[("T", list(_TYPE_PARAM), "float tensors")],
+        attributes=[
+            OpSchema.Attribute(a.name, kinds[a.kind], a.doc, required=False) for a in spec.attributes
+        ],
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _translation(name: str) -> Callable[..., Any]:
+    """One generic translation per op: inputs first, then attributes, by position."""
+    import onnxscript.values
+
+    spec = get_op(name)
+    node = onnxscript.values.Op(onnxscript.values.Opset(DOMAIN, spec.version), spec.onnx_op_type, spec.onnx_schema())
+    names = [p.name for p in spec.inputs] + [a.name for a in spec.attributes]
+
+    def translate(*args: Any, **kwargs: Any) -> Any:
+        bound = dict(zip(names, args)) | kwargs
+        attrs = {a.name: a.encode(bound[a.name]) for a in spec.attributes if a.name in bound}
+        return node(*(bound[p.name] for p in spec.inputs), **attrs)
+
+    translate.__name__ = f"kpx_{name}_translation"
+    return translate
+
+
+def translation_table() -> dict[Any, Callable[..., Any]]:
+    """``custom_translation_table`` for ``torch.onnx.export``: every kpx op."""
+    return {spec.torch_op.default: spec.translation() for spec in list_ops()}
+
+
+def validate_tensor(value: Any, arg: str, shape_legend: str, ndim: int | None = None) -> torch.Tensor:
+    """Checks that ``value`` is a floating tensor of rank ``ndim``; names ``arg`` otherwise."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{arg} must be a torch.Tensor of shape {shape_legend}; got {type(value).__name__}")
+    if ndim is not None and value.dim() != ndim:
+        raise ValueError(f"{arg} must have shape {shape_legend}; got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise ValueError(f"{arg} must be a floating tensor (float16/bfloat16/float32/float64); got {value.dtype}")
+    return value
+
+
+def positive_scalar(value: Any, arg: str) -> torch.Tensor | float:
+    """Python numbers must be finite and > 0; tensors must hold one element."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{arg} must be a number or a 0-d tensor; got a tensor of shape {tuple(value.shape)}")
+        return value.reshape(())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{arg} must be a positive number or a 0-d tensor; got {value!r}")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"{arg} must be finite and > 0; got {value!r}")
+    return float(value)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 are computed in float32; float32/float64 as they are."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def is_exporting() -> bool:
+    """True while torch.export (and so torch.onnx dynamo export) traces the model."""
+    return bool(torch.compiler.is_exporting())
+
+
+def as_sequence(value: Sequence[int], arg: str, length: int) -> tuple[int, ...]:
+    """Validates a static int sequence such as ``size=(H, W)``."""
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{arg} must be a sequence of {length} ints; got {value!r}") from None
+    if len(out) != length or any(v < 1 for v in out):
+        raise ValueError(f"{arg} must be {length} ints >= 1; got {value!r}")
+    return out

@@ -1,0 +1,215 @@
+"""``export``: torch.onnx (dynamo) underneath, kpx nodes with bodies on top.
+
+Steps: trace with the kpx translation table (each kpx torch op becomes ONE
+``kpx`` node), attach the op's ``FunctionProto`` authored at the target opset,
+record versions in the metadata, inline if asked, run the full ONNX checker,
+then write the file atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from custom_ops import __version__
+from custom_ops.registry import DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
+
+EMIT_MODES = ("function", "inline")
+_DTYPE_NAMES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+                "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float64": torch.float64, "double": torch.float64}  # fmt: skip
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported; no file was written."""
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A torch floating dtype or its name (``"float16"``, ``"fp16"``) -> torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
+        return _DTYPE_NAMES[dtype.lower()]
+    raise ValueError(f"dtype must be a floating torch dtype or one of {sorted(_DTYPE_NAMES)}; got {dtype!r}")
+
+
+def iter_nodes(graph) -> Iterator[Any]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.g.node:
+                yield from iter_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from iter_nodes(sub)
+
+
+def kpx_nodes(model) -> list[Any]:
+    """The ``kpx`` nodes of the main graph (and its subgraphs)."""
+    return [n for n in iter_nodes(model.graph) if n.domain == DOMAIN]
+
+
+def attach_functions(model, opset: int) -> None:
+    """Attaches one FunctionProto per kpx op type used, authored at ``opset``."""
+    used = sorted({n.op_type for n in kpx_nodes(model)})
+    present = {(f.domain, f.name) for f in model.functions}
+    for op_type in used:
+        if (DOMAIN, op_type) not in present:
+            model.functions.append(get_op(op_type).function_proto(opset))
+    imports = {o.domain: o for o in model.opset_import}
+    if used and DOMAIN not in imports:
+        model.opset_import.add(domain=DOMAIN, version=DOMAIN_VERSION)
+    ops = {op_type: get_op(op_type).version for op_type in used}
+    _set_metadata(model, {"kpx.version": __version__, "kpx.domain": f"{DOMAIN}:{DOMAIN_VERSION}",
+                          "kpx.ops": json.dumps(ops, sort_keys=True)})  # fmt: skip
+
+
+def inline_functions(model):
+    """Standard ONNX only: kpx functions inlined, ``kpx`` domain removed."""
+    import onnx.inliner
+
+    inlined = onnx.inliner.inline_local_functions(model)
+    del inlined.functions[:]
+    keep = [o for o in inlined.opset_import if o.domain != DOMAIN]
+    del inlined.opset_import[:]
+    inlined.opset_import.extend(keep)
+    if kpx_nodes(inlined):
+        raise ExportError("inlining left kpx nodes behind; this is a kpx bug, please report it")
+    return inlined
+
+
+def _set_metadata(model, props: dict[str, str]) -> None:
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def _cast_args(args: tuple, dtype: torch.dtype | None) -> tuple:
+    if dtype is None:
+        return args
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def to_onnx(
+    model: torch.nn.Module,
+    args: tuple,
+    *,
+    opset: int = 18,
+    dynamic_shapes: Any = None,
+    emit: str = "function",
+    dtype: torch.dtype | str | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+):
+    """Exports ``model`` to an in-memory, checked ``onnx.ModelProto`` (see :func:`export`)."""
+    import onnx
+
+    check_opset(opset)
+    if emit not in EMIT_MODES:
+        raise ValueError(f"emit must be 'function' (kpx nodes with bodies) or 'inline' (standard ONNX only); got {emit!r}")
+    dtype = resolve_dtype(dtype)
+    if not isinstance(args, tuple):
+        args = (args,)
+    if dtype is not None:
+        model = model.to(dtype)
+    args = _cast_args(args, dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
+                custom_translation_table=translation_table(), input_names=input_names,
+                output_names=output_names, verbose=False,
+            )  # fmt: skip
+    except Exception as exc:  # the exporter raises many types; one clear error for callers
+        raise ExportError(f"torch.onnx export failed: {exc}\n{log.getvalue()[-2000:]}") from exc
+    finally:
+        model.train(was_training)
+    proto = program.model_proto
+    attach_functions(proto, opset)
+    if emit == "inline":
+        proto = inline_functions(proto)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def save_atomic(proto, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Writes ``proto`` to ``path`` through a temporary file and ``os.replace``.
+
+    A failure leaves neither a partial file nor a damaged existing file behind.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output directory {str(path.parent)!r} does not exist; create it first")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI: --force) to replace it")
+    if proto.ByteSize() >= 2**31:
+        raise ExportError("model is >= 2 GiB; kpx does not yet write external data for such models")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(proto.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        onnx.checker.check_model(tmp, full_check=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def export(
+    model: torch.nn.Module,
+    args: tuple,
+    path: str | os.PathLike,
+    *,
+    opset: int = 18,
+    dynamic_shapes: Any = None,
+    emit: str = "function",
+    dtype: torch.dtype | str | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    overwrite: bool = True,
+):
+    """Exports ``model`` called on ``args`` to an ONNX file at ``path``.
+
+    Args:
+        model: any ``nn.Module``; calls of kpx ops become ``kpx`` nodes.
+        args: example inputs (a tuple, or one tensor).
+        path: output file; written atomically (a failed export writes nothing and
+            leaves an existing file untouched).
+        opset: default-domain opset, 18 to 21.
+        dynamic_shapes: as ``torch.onnx.export``, e.g. ``({0: "B", 2: "H", 3: "W"},)``.
+        emit: ``"function"`` keeps one ``kpx`` node per op call with its function body
+            attached; ``"inline"`` writes standard ONNX only (no ``kpx`` domain).
+        dtype: cast the model and floating inputs first (``torch.float16`` or ``"float16"``).
+        input_names, output_names: names for the graph inputs and outputs.
+        overwrite: replace an existing file (default True, like ``torch.onnx.export``).
+
+    Returns:
+        The checked ``onnx.ModelProto`` that was written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI: --force) to replace it")
+    proto = to_onnx(model, args, opset=opset, dynamic_shapes=dynamic_shapes, emit=emit, dtype=dtype,
+                    input_names=input_names, output_names=output_names)  # fmt: skip
+    save_atomic(proto, path, overwrite=overwrite)
+    return proto
