@@ -199,7 +199,8 @@ def _onnx_schema(name: str):
         outputs=[param(p) for p in spec.outputs],
         type_constraints=[("T", list(_TYPE_PARAM), "float tensors")],
         attributes=[
-            OpSchema.Attribute(a.name, kinds[a.kind], a.doc, required=False) for a in spec.attributes
+            OpSchema.Attribute(a.name, kinds[a.kind], a.doc, required=a.default is None)
+            for a in spec.attributes
         ],
     )
 

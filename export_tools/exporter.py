@@ -75,10 +75,15 @@ def attach_functions(model, opset: int) -> None:
 
 
 def inline_functions(model):
-    """Standard ONNX only: kpx functions inlined, ``kpx`` domain removed."""
-    import onnx.inliner
+    """Standard ONNX only: kpx functions inlined, ``kpx`` domain removed, constants folded.
 
-    inlined = onnx.inliner.inline_local_functions(model)
+    The onnxscript optimizer folds what the shapes make constant (with static
+    H and W the coordinate grid becomes an initializer); dynamic dims stay dynamic.
+    """
+    import onnx.inliner
+    import onnxscript.optimizer
+
+    inlined = onnxscript.optimizer.optimize(onnx.inliner.inline_local_functions(model))
     del inlined.functions[:]
     keep = [o for o in inlined.opset_import if o.domain != DOMAIN]
     del inlined.opset_import[:]

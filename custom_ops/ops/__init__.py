@@ -1,3 +1,8 @@
 """One file per op; importing this package registers them all."""
 
-from custom_ops.ops import spatial_softmax2d  # noqa: F401
+from custom_ops.ops import (  # noqa: F401
+    render_gaussian2d,
+    spatial_expectation2d,
+    spatial_soft_argmax2d,
+    spatial_softmax2d,
+)

@@ -1,0 +1,147 @@
+"""spatial_expectation2d: expected (x, y) under each channel's probability map.
+
+``input (B, N, H, W)`` -> ``(B, N, 2)``. The map is used as given (not
+renormalised). Coordinates follow :mod:`custom_ops.conventions`: pixel, or
+normalized with ``align_corners=True`` (kornia, default) or ``False`` (dsntnn).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from custom_ops.conventions import coordinate_grid
+from custom_ops.registry import (
+    OnnxAttribute,
+    OnnxInput,
+    OpSpec,
+    Sample,
+    compute_dtype,
+    is_exporting,
+    register,
+    validate_tensor,
+)
+
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+
+COORDINATE_ATTRIBUTES = (
+    OnnxAttribute("normalized_coordinates", "int", 1, "1: coordinates in [-1, 1]; 0: pixels"),
+    OnnxAttribute("align_corners", "int", 1, "1: -1/1 at the centres of the corner pixels; 0: at their edges"),
+)
+
+
+def expectation_flat(probs: Tensor, height: int, width: int, normalized: bool, align_corners: bool) -> Tensor:
+    """``(B, N, H*W)`` probabilities -> ``(B, N, 2)`` expected ``(x, y)``, in ``probs``'s dtype."""
+    grid = coordinate_grid(height, width, normalized, align_corners, device=probs.device, dtype=probs.dtype)
+    return F.linear(probs, grid)
+
+
+def reference(input: Tensor, normalized_coordinates: bool, align_corners: bool) -> Tensor:
+    """Plain torch definition. ``input (B, N, H, W)`` -> ``(B, N, 2)``."""
+    batch, channels, height, width = input.shape
+    probs = input.to(compute_dtype(input.dtype)).reshape(batch, channels, height * width)
+    return expectation_flat(probs, height, width, normalized_coordinates, align_corners).to(input.dtype)
+
+
+@torch.library.custom_op("kpx::spatial_expectation2d", mutates_args=())
+def _torch_op(input: Tensor, normalized_coordinates: bool, align_corners: bool) -> Tensor:
+    return reference(input, normalized_coordinates, align_corners)
+
+
+@_torch_op.register_fake
+def _(input: Tensor, normalized_coordinates: bool, align_corners: bool) -> Tensor:
+    return input.new_empty(input.shape[0], input.shape[1], 2)
+
+
+def spatial_expectation2d(
+    input: Tensor,
+    normalized_coordinates: bool = True,
+    *,
+    align_corners: bool = True,
+) -> Tensor:
+    """Expected ``(x, y)`` of each channel's map.
+
+    Args:
+        input: probabilities ``(B, N, H, W)`` (used as given, not renormalised).
+        normalized_coordinates: ``True`` for ``[-1, 1]`` coordinates, ``False`` for pixels.
+        align_corners: with normalized coordinates, ``True`` puts -1/1 at the corner
+            pixels' centres (kornia); ``False`` at their outer edges (dsntnn).
+
+    Returns:
+        ``(B, N, 2)`` expected ``(x, y)`` in ``input``'s dtype.
+    """
+    validate_tensor(input, "input", "(B, N, H, W)", 4)
+    normalized_coordinates, align_corners = bool(normalized_coordinates), bool(align_corners)
+    if is_exporting():
+        return torch.ops.kpx.spatial_expectation2d(input, normalized_coordinates, align_corners)
+    return reference(input, normalized_coordinates, align_corners)
+
+
+class SpatialExpectation2d(nn.Module):
+    """Module form of :func:`spatial_expectation2d`; ``(B, N, H, W)`` -> ``(B, N, 2)``."""
+
+    def __init__(self, normalized_coordinates: bool = True, *, align_corners: bool = True) -> None:
+        super().__init__()
+        self.normalized_coordinates = normalized_coordinates
+        self.align_corners = align_corners
+
+    def forward(self, input: Tensor) -> Tensor:
+        return spatial_expectation2d(input, self.normalized_coordinates, align_corners=self.align_corners)
+
+
+def build_function(kpx, op):
+    """The ONNX function body (onnxscript script mode) at the default opset ``op``."""
+    import onnxscript
+
+    @onnxscript.script(kpx, default_opset=op)
+    def SpatialExpectation2d(input, normalized_coordinates: int = 1, align_corners: int = 1):
+        h = op.Shape(input, start=2, end=3)
+        w = op.Shape(input, start=3, end=4)
+        hw = op.Mul(h, w)
+        probs = op.Reshape(op.Cast(input, to=_FLOAT), op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
+        # grid (H*W, 2): (column, row) of each flat index, then (i - c) * s per axis
+        k = op.Range(op.Constant(value_int=0), op.Squeeze(hw), op.Constant(value_int=1))
+        idx = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=_FLOAT)
+        n = op.Cast(op.Concat(w, h, axis=0), to=_FLOAT)
+        nrm = op.Cast(normalized_coordinates, to=_FLOAT)
+        ac = op.Cast(align_corners, to=_FLOAT)
+        scale = nrm * (ac * (2.0 / op.Max(n - 1.0, 1.0)) + (1.0 - ac) * (2.0 / n)) + (1.0 - nrm)
+        grid = (idx - nrm * (n - 1.0) * 0.5) * scale
+        return op.CastLike(op.MatMul(probs, grid), input)
+
+    return SpatialExpectation2d
+
+
+def samples() -> list[Sample]:
+    """Normalised random maps in every coordinate convention."""
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(2, 3, 6, 5, generator=g)
+    p = p / p.sum((2, 3), keepdim=True)
+    dyn = ({0: "B", 1: "N", 2: "H", 3: "W"},)
+    return [
+        Sample("pixel", (p, False)),
+        Sample("normalized_ac", (p, True), {"align_corners": True}, dynamic=dyn),
+        Sample("normalized_centres", (p, True), {"align_corners": False}, dynamic=dyn),
+        Sample("pixel_dynamic", (p, False), dynamic=dyn),
+    ]
+
+
+SPEC = register(
+    OpSpec(
+        name="spatial_expectation2d",
+        onnx_op_type="SpatialExpectation2d",
+        description="expected (x, y) under each channel's probability map (DSNT)",
+        functional=spatial_expectation2d,
+        module=SpatialExpectation2d,
+        reference=reference,
+        torch_op=torch.ops.kpx.spatial_expectation2d,
+        inputs=(OnnxInput("input", "probabilities (B, N, H, W)"),),
+        outputs=(OnnxInput("output", "expected (x, y) (B, N, 2), input dtype"),),
+        attributes=COORDINATE_ATTRIBUTES,
+        build_function=build_function,
+        samples=samples,
+        tolerances={torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 2e-3), torch.float64: (1e-5, 1e-5)},
+        conventions="output (x, y): pixel, or normalized with align_corners True (kornia) / False (dsntnn)",
+    )
+)

@@ -1,0 +1,188 @@
+"""spatial_soft_argmax2d: softmax over H*W, then the expected (x, y): one op.
+
+``input (B, N, H, W)`` -> ``(B, N, 2)``; equal to
+``spatial_expectation2d(spatial_softmax2d(input, ...), ...)`` but exported as
+ONE ``kpx`` node whose body is Softmax + one MatMul with an ``(H*W, 2)``
+coordinate grid (the fastest stock ORT form measured, DESIGN.md). Eager mode
+uses ``torch.softmax`` + ``F.linear`` and never materialises a
+``(B, N, H, W, 2)`` product.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from custom_ops.ops.spatial_expectation2d import COORDINATE_ATTRIBUTES, expectation_flat
+from custom_ops.ops.spatial_softmax2d import softmax_flat, temperature_divide
+from custom_ops.registry import (
+    OnnxAttribute,
+    OnnxInput,
+    OpSpec,
+    Sample,
+    is_exporting,
+    positive_scalar,
+    register,
+    validate_tensor,
+)
+
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+_BOOL = 9  # onnx.TensorProto.BOOL
+
+
+def reference(
+    input: Tensor,
+    temperature: Tensor | float,
+    temperature_divide: bool,
+    normalized_coordinates: bool,
+    align_corners: bool,
+) -> Tensor:
+    """Plain torch definition. ``input (B, N, H, W)`` -> ``(B, N, 2)``."""
+    _, _, height, width = input.shape
+    probs = softmax_flat(input, temperature, temperature_divide)
+    return expectation_flat(probs, height, width, normalized_coordinates, align_corners).to(input.dtype)
+
+
+@torch.library.custom_op("kpx::spatial_soft_argmax2d", mutates_args=())
+def _torch_op(
+    input: Tensor,
+    temperature: Tensor,
+    temperature_divide: bool,
+    normalized_coordinates: bool,
+    align_corners: bool,
+) -> Tensor:
+    return reference(input, temperature, temperature_divide, normalized_coordinates, align_corners)
+
+
+@_torch_op.register_fake
+def _(input, temperature, temperature_divide, normalized_coordinates, align_corners) -> Tensor:
+    return input.new_empty(input.shape[0], input.shape[1], 2)
+
+
+def spatial_soft_argmax2d(
+    input: Tensor,
+    temperature: Tensor | float = 1.0,
+    normalized_coordinates: bool = True,
+    *,
+    temperature_mode: str = "multiply",
+    align_corners: bool = True,
+) -> Tensor:
+    """Soft-argmax (DSNT): expected ``(x, y)`` under the spatial softmax of each channel.
+
+    Args:
+        input: logits ``(B, N, H, W)``.
+        temperature: Python number > 0 or a 0-d tensor (e.g. learned).
+        normalized_coordinates: ``True`` for ``[-1, 1]`` coordinates, ``False`` for pixels.
+        temperature_mode: ``"multiply"`` (``softmax(x * t)``) or ``"divide"`` (kornia 0.9).
+        align_corners: normalized convention; ``True`` kornia, ``False`` dsntnn.
+
+    Returns:
+        ``(B, N, 2)`` ``(x, y)`` in ``input``'s dtype.
+    """
+    validate_tensor(input, "input", "(B, N, H, W)", 4)
+    temperature = positive_scalar(temperature, "temperature")
+    divide = temperature_divide(temperature_mode)
+    normalized_coordinates, align_corners = bool(normalized_coordinates), bool(align_corners)
+    if is_exporting():
+        t = torch.as_tensor(temperature, device=input.device).to(torch.float32)
+        return torch.ops.kpx.spatial_soft_argmax2d(input, t, divide, normalized_coordinates, align_corners)
+    return reference(input, temperature, divide, normalized_coordinates, align_corners)
+
+
+class SpatialSoftArgmax2d(nn.Module):
+    """Module form of :func:`spatial_soft_argmax2d`; ``(B, N, H, W)`` -> ``(B, N, 2)``.
+
+    Pass an ``nn.Parameter`` as ``temperature`` to learn it.
+    """
+
+    def __init__(
+        self,
+        temperature: Tensor | float = 1.0,
+        normalized_coordinates: bool = True,
+        *,
+        temperature_mode: str = "multiply",
+        align_corners: bool = True,
+    ) -> None:
+        super().__init__()
+        positive_scalar(temperature, "temperature")
+        temperature_divide(temperature_mode)
+        self.temperature = temperature
+        self.normalized_coordinates = normalized_coordinates
+        self.temperature_mode = temperature_mode
+        self.align_corners = align_corners
+
+    def forward(self, input: Tensor) -> Tensor:
+        return spatial_soft_argmax2d(
+            input,
+            self.temperature,
+            self.normalized_coordinates,
+            temperature_mode=self.temperature_mode,
+            align_corners=self.align_corners,
+        )
+
+
+def build_function(kpx, op):
+    """The ONNX function body (onnxscript script mode) at the default opset ``op``."""
+    import onnxscript
+
+    @onnxscript.script(kpx, default_opset=op)
+    def SpatialSoftArgmax2d(
+        input, temperature, temperature_divide: int = 0, normalized_coordinates: int = 1, align_corners: int = 1
+    ):
+        t = op.Cast(temperature, to=_FLOAT)
+        beta = op.Where(op.Cast(temperature_divide, to=_BOOL), op.Reciprocal(t), t)
+        h = op.Shape(input, start=2, end=3)
+        w = op.Shape(input, start=3, end=4)
+        hw = op.Mul(h, w)
+        logits = op.Reshape(op.Cast(input, to=_FLOAT) * beta, op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
+        probs = op.Softmax(logits, axis=2)
+        # grid (H*W, 2): (column, row) of each flat index, then (i - c) * s per axis
+        k = op.Range(op.Constant(value_int=0), op.Squeeze(hw), op.Constant(value_int=1))
+        idx = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=_FLOAT)
+        n = op.Cast(op.Concat(w, h, axis=0), to=_FLOAT)
+        nrm = op.Cast(normalized_coordinates, to=_FLOAT)
+        ac = op.Cast(align_corners, to=_FLOAT)
+        scale = nrm * (ac * (2.0 / op.Max(n - 1.0, 1.0)) + (1.0 - ac) * (2.0 / n)) + (1.0 - nrm)
+        grid = (idx - nrm * (n - 1.0) * 0.5) * scale
+        return op.CastLike(op.MatMul(probs, grid), input)
+
+    return SpatialSoftArgmax2d
+
+
+def samples() -> list[Sample]:
+    """Logits with peaks, in both temperature modes and every convention."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 8, 6, generator=g) * 4
+    dyn = ({0: "B", 1: "N", 2: "H", 3: "W"},)
+    return [
+        Sample("default", (x,)),
+        Sample("pixel_t2", (x, 2.0, False), dynamic=dyn),
+        Sample("divide_centres", (x, 0.7, True), {"temperature_mode": "divide", "align_corners": False}, dyn),
+        Sample("normalized_dynamic", (x, 1.5, True), dynamic=dyn),
+    ]
+
+
+SPEC = register(
+    OpSpec(
+        name="spatial_soft_argmax2d",
+        onnx_op_type="SpatialSoftArgmax2d",
+        description="soft-argmax / DSNT: expected (x, y) under the spatial softmax of each channel",
+        functional=spatial_soft_argmax2d,
+        module=SpatialSoftArgmax2d,
+        reference=reference,
+        torch_op=torch.ops.kpx.spatial_soft_argmax2d,
+        inputs=(
+            OnnxInput("input", "logits (B, N, H, W)"),
+            OnnxInput("temperature", "0-d float32 temperature", "tensor(float)"),
+        ),
+        outputs=(OnnxInput("output", "expected (x, y) (B, N, 2), input dtype"),),
+        attributes=(
+            OnnxAttribute("temperature_divide", "int", 0, "1: softmax(x / t); 0: softmax(x * t)"),
+            *COORDINATE_ATTRIBUTES,
+        ),
+        build_function=build_function,
+        samples=samples,
+        tolerances={torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 2e-3), torch.float64: (1e-5, 1e-5)},
+        conventions="output (x, y): pixel, or normalized with align_corners True (kornia) / False (dsntnn)",
+    )
+)
