@@ -53,9 +53,7 @@ def coordinate_grid(
     return torch.stack([xs.repeat(height), ys.repeat_interleave(width)])
 
 
-def pixel_to_normalized(
-    coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True
-) -> torch.Tensor:
+def pixel_to_normalized(coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True) -> torch.Tensor:
     """Maps ``(x, y)`` pixel coordinates to normalized ones on a map of ``size=(H, W)``."""
     height, width = size
     cx, sx = axis_affine(width, True, align_corners)
@@ -65,9 +63,7 @@ def pixel_to_normalized(
     return (coords - centre) * scale
 
 
-def normalized_to_pixel(
-    coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True
-) -> torch.Tensor:
+def normalized_to_pixel(coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True) -> torch.Tensor:
     """Inverse of :func:`pixel_to_normalized` (an axis of size 1 maps its only pixel, 0, to 0)."""
     height, width = size
     cx, sx = axis_affine(width, True, align_corners)

@@ -160,7 +160,7 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _function_proto(name: str, opset: int):
     from onnxscript.values import Opset
 
@@ -176,7 +176,7 @@ def _function_proto(name: str, opset: int):
 _TYPE_PARAM = ("tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _onnx_schema(name: str):
     from onnx.defs import OpSchema
 
@@ -199,13 +199,12 @@ def _onnx_schema(name: str):
         outputs=[param(p) for p in spec.outputs],
         type_constraints=[("T", list(_TYPE_PARAM), "float tensors")],
         attributes=[
-            OpSchema.Attribute(a.name, kinds[a.kind], a.doc, required=a.default is None)
-            for a in spec.attributes
+            OpSchema.Attribute(a.name, kinds[a.kind], a.doc, required=a.default is None) for a in spec.attributes
         ],
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _translation(name: str) -> Callable[..., Any]:
     """One generic translation per op: inputs first, then attributes, by position."""
     import onnxscript.values

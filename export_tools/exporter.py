@@ -36,7 +36,7 @@ class ExportError(RuntimeError):
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     """A torch floating dtype or its name (``"float16"``, ``"fp16"``) -> torch dtype."""
-    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         return dtype
     if isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
         return _DTYPE_NAMES[dtype.lower()]
@@ -123,7 +123,9 @@ def to_onnx(
 
     check_opset(opset)
     if emit not in EMIT_MODES:
-        raise ValueError(f"emit must be 'function' (kpx nodes with bodies) or 'inline' (standard ONNX only); got {emit!r}")
+        raise ValueError(
+            f"emit must be 'function' (kpx nodes with bodies) or 'inline' (standard ONNX only); got {emit!r}"
+        )
     dtype = resolve_dtype(dtype)
     if not isinstance(args, tuple):
         args = (args,)

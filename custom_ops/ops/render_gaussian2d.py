@@ -46,9 +46,7 @@ def _axis_gaussian(coords: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return g / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def reference(
-    mean: Tensor, std: Tensor, size: list[int], normalized_coordinates: bool, align_corners: bool
-) -> Tensor:
+def reference(mean: Tensor, std: Tensor, size: list[int], normalized_coordinates: bool, align_corners: bool) -> Tensor:
     """Plain torch definition. ``mean (*, 2)``, ``std (*, 2)`` -> ``(*, H, W)``."""
     height, width = size
     out_dtype = mean.dtype
@@ -62,9 +60,7 @@ def reference(
 
 
 @torch.library.custom_op("kpx::render_gaussian2d", mutates_args=())
-def _torch_op(
-    mean: Tensor, std: Tensor, size: list[int], normalized_coordinates: bool, align_corners: bool
-) -> Tensor:
+def _torch_op(mean: Tensor, std: Tensor, size: list[int], normalized_coordinates: bool, align_corners: bool) -> Tensor:
     return reference(mean, std, size, normalized_coordinates, align_corners)
 
 
@@ -144,9 +140,9 @@ def build_function(kpx, op):
         centre = nrm * (n - 1.0) * 0.5
         one = op.Constant(value_ints=[1])
         # per axis: coordinates, Gaussian, sum (MatMul with ones: no negative reduce axis), safe divide
-        ys = (op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [0], [1])), 1), to=_FLOAT) - op.Slice(centre, [0], [1]))
+        ys = op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [0], [1])), 1), to=_FLOAT) - op.Slice(centre, [0], [1])
         ys = ys * op.Slice(scale, [0], [1])
-        xs = (op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [1], [2])), 1), to=_FLOAT) - op.Slice(centre, [1], [2]))
+        xs = op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [1], [2])), 1), to=_FLOAT) - op.Slice(centre, [1], [2])
         xs = xs * op.Slice(scale, [1], [2])
         dx = (xs - op.Slice(m, [0], [1], [-1])) / op.Slice(s, [0], [1], [-1])
         dy = (ys - op.Slice(m, [1], [2], [-1])) / op.Slice(s, [1], [2], [-1])
