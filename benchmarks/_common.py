@@ -1,0 +1,73 @@
+"""Shared helpers for the ratio benchmarks: interleaved timing, ORT sessions, floors."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def compare(candidates: dict[str, Callable[[], object]], *, rounds: int = 30, warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each candidate, timed round-robin.
+
+    Every round calls each candidate once, so load from other processes on a
+    shared machine hits all rows alike and the ratios stay meaningful.
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+def ort_session(model_bytes: bytes, threads: int):
+    """An ORT CPU session with ``threads`` intra-op threads and full optimisation."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(model_bytes: bytes, threads: int, *arrays) -> Callable[[], object]:
+    """A zero-argument callable running the model on ``arrays`` (fed by position)."""
+    session = ort_session(model_bytes, threads)
+    feeds = {i.name: a for i, a in zip(session.get_inputs(), arrays)}
+    return lambda: session.run(None, feeds)
+
+
+def exp_floor_model(shape: tuple[int, ...]) -> bytes:
+    """A one-node ONNX ``Exp`` over a float32 tensor of ``shape``: the exp-bound floor."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))
+    graph = helper.make_graph([helper.make_node("Exp", ["x"], ["y"])], "exp_floor", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def machine() -> str:
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}; python {platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+    )

@@ -1,0 +1,131 @@
+"""The exporter's guarantees: one node per call, metadata, atomic files, inline purity."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import custom_ops
+from custom_ops import DOMAIN, __version__
+from export_tools import ExportError, export, kpx_nodes, to_onnx
+from export_tools.exporter import resolve_dtype
+from tests.conftest import ort_session, run_ort
+
+
+class TwoHeads(torch.nn.Module):
+    """Two soft-argmax calls and one softmax: three kpx nodes, two function bodies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv(x)
+        a = custom_ops.spatial_soft_argmax2d(h, 2.0, normalized_coordinates=False)
+        b = custom_ops.spatial_soft_argmax2d(custom_ops.spatial_softmax2d(h).log(), align_corners=False)
+        return a, b
+
+
+@torch.library.custom_op("kpxtest::untranslatable", mutates_args=())
+def _untranslatable(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_untranslatable.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+class Broken(torch.nn.Module):
+    """Calls an op that has no ONNX translation: the export fails in step 3 of 3."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.kpxtest.untranslatable(x) + 1
+
+
+def test_one_kpx_node_per_call_and_metadata(tmp_path):
+    model, x = TwoHeads(), torch.randn(2, 3, 8, 6)
+    proto = export(model, (x,), tmp_path / "m.onnx", dynamic_shapes=({0: "B", 2: "H", 3: "W"},))
+    calls = sorted(n.op_type for n in kpx_nodes(proto))
+    assert calls == ["SpatialSoftArgmax2d", "SpatialSoftArgmax2d", "SpatialSoftmax2d"]
+    assert sorted(f.name for f in proto.functions) == ["SpatialSoftArgmax2d", "SpatialSoftmax2d"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["kpx.version"] == __version__
+    assert json.loads(meta["kpx.ops"]) == {"SpatialSoftArgmax2d": 1, "SpatialSoftmax2d": 1}
+    assert {o.domain: o.version for o in proto.opset_import}[DOMAIN] == 1
+    on_disk = onnx.load(tmp_path / "m.onnx")
+    onnx.checker.check_model(on_disk, full_check=True)
+    session = ort_session(on_disk)
+    x2 = torch.randn(3, 3, 11, 5)
+    for actual, expected in zip(run_ort(session, x2), model(x2)):
+        np.testing.assert_allclose(actual, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_inline_has_no_kpx_domain_anywhere():
+    proto = to_onnx(TwoHeads(), (torch.randn(1, 3, 5, 5),), emit="inline")
+    text = str(proto)
+    assert f'domain: "{DOMAIN}"' not in text
+    assert not proto.functions
+    assert not kpx_nodes(proto)
+
+
+def test_failed_export_leaves_no_file_and_keeps_existing(tmp_path):
+    path = tmp_path / "out.onnx"
+    with pytest.raises(ExportError):
+        export(Broken(), (torch.randn(4),), path)
+    assert os.listdir(tmp_path) == []
+    path.write_bytes(b"precious")
+    with pytest.raises(ExportError):
+        export(Broken(), (torch.randn(4),), path)
+    assert path.read_bytes() == b"precious"
+    assert os.listdir(tmp_path) == ["out.onnx"]
+
+
+def test_overwrite_false_refuses_existing(tmp_path):
+    path = tmp_path / "out.onnx"
+    path.write_bytes(b"keep")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export(custom_ops.SpatialSoftmax2d(), (torch.randn(1, 1, 2, 2),), path, overwrite=False)
+    assert path.read_bytes() == b"keep"
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export(custom_ops.SpatialSoftmax2d(), (torch.randn(1, 1, 2, 2),), tmp_path / "nope" / "m.onnx")
+
+
+@pytest.mark.parametrize("kwargs", [{"opset": 17}, {"opset": 22}, {"emit": "fused"}, {"dtype": "int8"}])
+def test_bad_options_name_the_argument(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        to_onnx(custom_ops.SpatialSoftmax2d(), (torch.randn(1, 1, 2, 2),), **kwargs)
+
+
+def test_dtype_names():
+    assert resolve_dtype("float16") is torch.float16
+    assert resolve_dtype("fp16") is torch.float16
+    assert resolve_dtype(torch.bfloat16) is torch.bfloat16
+    assert resolve_dtype(None) is None
+
+
+def test_export_dtype_float16_runs_in_half():
+    model = custom_ops.SpatialSoftArgmax2d(normalized_coordinates=False)
+    x = torch.randn(2, 3, 6, 7) * 4
+    proto = to_onnx(model, (x,), dtype="float16")
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    (actual,) = run_ort(ort_session(proto), x.half())
+    assert actual.dtype == np.float16
+    # float32 inside, one rounding to half at the end: half-ulp of coordinates up to 6 px is ~2e-3
+    np.testing.assert_allclose(actual.astype(np.float32), model(x).numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_model_left_in_training_mode_is_restored():
+    model = TwoHeads().train()
+    to_onnx(model, (torch.randn(1, 3, 4, 4),))
+    assert model.training
