@@ -1,4 +1,12 @@
-"""Shared helpers for the ratio benchmarks: interleaved timing, ORT sessions, floors."""
+"""Shared helpers for the ratio benchmarks: interleaved timing, ORT sessions, floors.
+
+Rows are timed round-robin within a group of the same runtime (eager rows
+together, ORT rows together): a ratio only ever compares rows of one group.
+Mixing runtimes call by call is avoided on purpose: each runtime's worker
+threads spin-wait after a call and steal the cores from the next one (measured
+here: torch eager 10-100x slower right after an ORT run). ORT sessions are
+made with spinning off, since separate sessions have separate thread pools.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ def ort_session(model_bytes: bytes, threads: int):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 

@@ -14,6 +14,8 @@ runtime shape, so no size is baked into an exported graph.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -51,6 +53,19 @@ def coordinate_grid(
     xs = axis_coords(width, normalized, align_corners, device=device, dtype=dtype)
     ys = axis_coords(height, normalized, align_corners, device=device, dtype=dtype)
     return torch.stack([xs.repeat(height), ys.repeat_interleave(width)])
+
+
+@functools.lru_cache(maxsize=64)
+def cached_coordinate_grid(
+    height: int, width: int, normalized: bool, align_corners: bool, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`coordinate_grid`, memoised for eager calls (building it costs ~0.1 ms). Do not modify it.
+
+    Built outside inference mode so that a grid first made under
+    ``torch.inference_mode()`` can still be used in autograd later.
+    """
+    with torch.inference_mode(False):
+        return coordinate_grid(height, width, normalized, align_corners, device=device, dtype=dtype)
 
 
 def pixel_to_normalized(coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -107,6 +108,20 @@ def _cast_args(args: tuple, dtype: torch.dtype | None) -> tuple:
     return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[io.StringIO]:
+    """Captures the exporter's progress prints and silences its warnings (e.g. torchvision absent)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
+            warnings.simplefilter("ignore")
+            yield log
+    finally:
+        logger.setLevel(level)
+
+
 def to_onnx(
     model: torch.nn.Module,
     args: tuple,
@@ -135,8 +150,7 @@ def to_onnx(
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
-            warnings.simplefilter("ignore")
+        with _quiet_exporter() as log:
             program = torch.onnx.export(
                 model, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
                 custom_translation_table=translation_table(), input_names=input_names,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from custom_ops.conventions import coordinate_grid
+from custom_ops.conventions import cached_coordinate_grid
 from custom_ops.registry import (
     OnnxAttribute,
     OnnxInput,
@@ -32,8 +32,8 @@ COORDINATE_ATTRIBUTES = (
 
 
 def expectation_flat(probs: Tensor, height: int, width: int, normalized: bool, align_corners: bool) -> Tensor:
-    """``(B, N, H*W)`` probabilities -> ``(B, N, 2)`` expected ``(x, y)``, in ``probs``'s dtype."""
-    grid = coordinate_grid(height, width, normalized, align_corners, device=probs.device, dtype=probs.dtype)
+    """``(..., H*W)`` probabilities -> ``(..., 2)`` expected ``(x, y)``, in ``probs``'s dtype."""
+    grid = cached_coordinate_grid(height, width, normalized, align_corners, probs.device, probs.dtype)
     return F.linear(probs, grid)
 
 

@@ -4,8 +4,11 @@
 ``spatial_expectation2d(spatial_softmax2d(input, ...), ...)`` but exported as
 ONE ``kpx`` node whose body is Softmax + one MatMul with an ``(H*W, 2)``
 coordinate grid (the fastest stock ORT form measured, DESIGN.md). Eager mode
-uses ``torch.softmax`` + ``F.linear`` and never materialises a
-``(B, N, H, W, 2)`` product.
+runs ``torch.softmax`` + ``F.linear`` on blocks of rows (channels) of about
+2 MiB, so each block's probabilities are still in cache when they are summed:
+the full ``(B, N, H*W)`` softmax is never materialised (measured 2-3x faster
+than one full-size softmax at the benchmark sizes; rows are independent, so
+blocking does not change the maths).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from custom_ops.ops.spatial_expectation2d import COORDINATE_ATTRIBUTES, expectation_flat
-from custom_ops.ops.spatial_softmax2d import softmax_flat, temperature_divide
+from custom_ops.ops.spatial_softmax2d import scaled_softmax, temperature_divide
 from custom_ops.registry import (
     OnnxAttribute,
     OnnxInput,
     OpSpec,
     Sample,
+    compute_dtype,
     is_exporting,
     positive_scalar,
     register,
@@ -28,6 +32,7 @@ from custom_ops.registry import (
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _BOOL = 9  # onnx.TensorProto.BOOL
+_BLOCK_ELEMENTS = 1 << 19  # softmax block of 2 MiB float32: fastest of 2^14..2^20 measured on 2 cores
 
 
 def reference(
@@ -38,9 +43,21 @@ def reference(
     align_corners: bool,
 ) -> Tensor:
     """Plain torch definition. ``input (B, N, H, W)`` -> ``(B, N, 2)``."""
-    _, _, height, width = input.shape
-    probs = softmax_flat(input, temperature, temperature_divide)
-    return expectation_flat(probs, height, width, normalized_coordinates, align_corners).to(input.dtype)
+    batch, channels, height, width = input.shape
+    logits = input.to(compute_dtype(input.dtype)).reshape(batch * channels, height * width)
+    rows = max(1, _BLOCK_ELEMENTS // max(height * width, 1))
+    blocks = [
+        expectation_flat(
+            scaled_softmax(logits[i : i + rows], temperature, temperature_divide),
+            height,
+            width,
+            normalized_coordinates,
+            align_corners,
+        )
+        for i in range(0, batch * channels, rows)
+    ]
+    coords = torch.cat(blocks) if blocks else logits.new_empty(0, 2)
+    return coords.reshape(batch, channels, 2).to(input.dtype)
 
 
 @torch.library.custom_op("kpx::spatial_soft_argmax2d", mutates_args=())

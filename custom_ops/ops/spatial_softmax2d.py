@@ -40,10 +40,8 @@ def temperature_divide(temperature_mode: str) -> bool:
     return temperature_mode == "divide"
 
 
-def softmax_flat(input: Tensor, temperature: Tensor | float, divide: bool) -> Tensor:
-    """Softmax of ``(B, N, H, W)`` over ``H*W`` in the compute dtype. Returns ``(B, N, H*W)``."""
-    batch, channels, height, width = input.shape
-    logits = input.to(compute_dtype(input.dtype)).reshape(batch, channels, height * width)
+def scaled_softmax(logits: Tensor, temperature: Tensor | float, divide: bool) -> Tensor:
+    """Softmax over the last axis of ``logits * t`` (or ``logits / t`` when ``divide``)."""
     if isinstance(temperature, Tensor):
         temperature = temperature.to(logits.dtype)
     if divide:
@@ -59,7 +57,9 @@ def reference(
     temperature_divide: bool,
 ) -> Tensor:
     """Plain torch definition. ``input (B, N, H, W)`` -> ``(B, N, H, W)``."""
-    return softmax_flat(input, temperature, temperature_divide).reshape(input.shape).to(input.dtype)
+    batch, channels, height, width = input.shape
+    logits = input.to(compute_dtype(input.dtype)).reshape(batch, channels, height * width)
+    return scaled_softmax(logits, temperature, temperature_divide).reshape(input.shape).to(input.dtype)
 
 
 @torch.library.custom_op("kpx::spatial_softmax2d", mutates_args=())
