@@ -18,15 +18,22 @@ from collections.abc import Callable
 import torch
 
 
-def compare(candidates: dict[str, Callable[[], object]], *, rounds: int = 30, warmup: int = 2) -> dict[str, float]:
+def compare(
+    candidates: dict[str, Callable[[], object]], *, rounds: int = 30, warmup: int = 2, min_seconds: float = 2.0
+) -> dict[str, float]:
     """Median milliseconds of each candidate, timed round-robin.
+
+    At least ``rounds`` rounds, more (up to 2000) while a round is cheap, aiming at ``min_seconds``.
 
     Every round calls each candidate once, so load from other processes on a
     shared machine hits all rows alike and the ratios stay meaningful.
     """
+    start = time.perf_counter()
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
+    per_round = (time.perf_counter() - start) / warmup
+    rounds = max(rounds, min(2000, int(min_seconds / max(per_round, 1e-9))))  # cheap rows get more rounds
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():

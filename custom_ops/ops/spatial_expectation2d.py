@@ -40,7 +40,8 @@ def expectation_flat(probs: Tensor, height: int, width: int, normalized: bool, a
 def reference(input: Tensor, normalized_coordinates: bool, align_corners: bool) -> Tensor:
     """Plain torch definition. ``input (B, N, H, W)`` -> ``(B, N, 2)``."""
     batch, channels, height, width = input.shape
-    probs = input.to(compute_dtype(input.dtype)).reshape(batch, channels, height * width)
+    # contiguous first: a channels-last map would reshape to a strided view and sum in another order
+    probs = input.to(compute_dtype(input.dtype)).contiguous().reshape(batch, channels, height * width)
     return expectation_flat(probs, height, width, normalized_coordinates, align_corners).to(input.dtype)
 
 

@@ -151,17 +151,25 @@ def build_function(kpx, op):
         h = op.Shape(input, start=2, end=3)
         w = op.Shape(input, start=3, end=4)
         hw = op.Mul(h, w)
-        logits = op.Reshape(op.Cast(input, to=_FLOAT) * beta, op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
-        probs = op.Softmax(logits, axis=2)
-        # grid (H*W, 2): (column, row) of each flat index, then (i - c) * s per axis
+        logits = op.Reshape(op.Cast(input, to=_FLOAT), op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
+        # A constant temperature folds this If away at load time (ORT, onnxscript optimizer),
+        # so the default temperature costs no full-size multiply.
+        if op.Equal(beta, op.Constant(value_float=1.0)):
+            probs = op.Softmax(logits, axis=2)
+        else:
+            probs = op.Softmax(logits * beta, axis=2)
+        # pixel grid (H*W, 2): (k mod W, k div W) of each flat index k (unbroadcast int ops: fastest in ORT)
         k = op.Range(op.Constant(value_int=0), op.Squeeze(hw), op.Constant(value_int=1))
-        idx = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=_FLOAT)
-        n = op.Cast(op.Concat(w, h, axis=0), to=_FLOAT)
-        nrm = op.Cast(normalized_coordinates, to=_FLOAT)
+        grid = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=_FLOAT)
+        xy = op.MatMul(probs, grid)
+        wh = op.Concat(w, h, axis=0)
+        # the convention's affine map (i - c) * s, on the (B, N, 2) result: rows of probs sum to one
+        n = op.Cast(wh, to=_FLOAT)
+        nrm = op.Cast(normalized_coordinates, to=_BOOL)
         ac = op.Cast(align_corners, to=_FLOAT)
-        scale = nrm * (ac * (2.0 / op.Max(n - 1.0, 1.0)) + (1.0 - ac) * (2.0 / n)) + (1.0 - nrm)
-        grid = (idx - nrm * (n - 1.0) * 0.5) * scale
-        return op.CastLike(op.MatMul(probs, grid), input)
+        scale = op.Where(nrm, 2.0 / op.Max(n - ac, ac), op.Constant(value_float=1.0))
+        centre = op.Where(nrm, (n - 1.0) * 0.5, op.Constant(value_float=0.0))
+        return op.CastLike((xy - centre) * scale, input)
 
     return SpatialSoftArgmax2d
 

@@ -117,12 +117,17 @@ def build_function(kpx, op):
 
     @onnxscript.script(kpx, default_opset=op)
     def SpatialSoftmax2d(input, temperature, temperature_divide: int = 0):
-        x = op.Cast(input, to=_FLOAT)
         t = op.Cast(temperature, to=_FLOAT)
-        scale = op.Where(op.Cast(temperature_divide, to=_BOOL), op.Reciprocal(t), t)
+        beta = op.Where(op.Cast(temperature_divide, to=_BOOL), op.Reciprocal(t), t)
         hw = op.Mul(op.Shape(input, start=2, end=3), op.Shape(input, start=3, end=4))
         flat = op.Concat(op.Shape(input, start=0, end=2), hw, axis=0)  # no -1: B or N may be 0
-        p = op.Softmax(op.Reshape(x * scale, flat), axis=2)
+        logits = op.Reshape(op.Cast(input, to=_FLOAT), flat)
+        # A constant temperature folds this If away at load time (ORT, onnxscript optimizer),
+        # so the default temperature costs no full-size multiply.
+        if op.Equal(beta, op.Constant(value_float=1.0)):
+            p = op.Softmax(logits, axis=2)
+        else:
+            p = op.Softmax(logits * beta, axis=2)
         return op.CastLike(op.Reshape(p, op.Shape(input)), input)
 
     return SpatialSoftmax2d
