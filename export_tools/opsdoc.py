@@ -12,7 +12,7 @@ END = "<!-- ops-table:end -->"
 def ops_table() -> str:
     """A Markdown table of every registered op."""
     lines = [
-        "| op (functional / torch `kpx::`) | nn.Module / ONNX node | inputs -> outputs | attributes | what it computes |",
+        "| op (functional, torch `kpx::`) | nn.Module, ONNX node | inputs -> outputs | attributes | computes |",
         "|---|---|---|---|---|",
     ]
     for spec in list_ops():
