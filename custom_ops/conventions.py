@@ -68,21 +68,20 @@ def cached_coordinate_grid(
         return coordinate_grid(height, width, normalized, align_corners, device=device, dtype=dtype)
 
 
-def pixel_to_normalized(coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True) -> torch.Tensor:
-    """Maps ``(x, y)`` pixel coordinates to normalized ones on a map of ``size=(H, W)``."""
+def _affine_xy(coords: torch.Tensor, size: tuple[int, int], align_corners: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized-mode ``(c, s)`` for the x and y axes of a map of ``size=(H, W)``, as ``(2,)`` tensors."""
     height, width = size
-    cx, sx = axis_affine(width, True, align_corners)
-    cy, sy = axis_affine(height, True, align_corners)
-    centre = coords.new_tensor([cx, cy])
-    scale = coords.new_tensor([sx, sy])
+    (cx, sx), (cy, sy) = axis_affine(width, True, align_corners), axis_affine(height, True, align_corners)
+    return coords.new_tensor([cx, cy]), coords.new_tensor([sx, sy])
+
+
+def pixel_to_normalized(coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True) -> torch.Tensor:
+    """Maps ``(x, y)`` pixel coordinates ``(*, 2)`` to normalized ones on a map of ``size=(H, W)``."""
+    centre, scale = _affine_xy(coords, size, align_corners)
     return (coords - centre) * scale
 
 
 def normalized_to_pixel(coords: torch.Tensor, size: tuple[int, int], *, align_corners: bool = True) -> torch.Tensor:
     """Inverse of :func:`pixel_to_normalized` (an axis of size 1 maps its only pixel, 0, to 0)."""
-    height, width = size
-    cx, sx = axis_affine(width, True, align_corners)
-    cy, sy = axis_affine(height, True, align_corners)
-    centre = coords.new_tensor([cx, cy])
-    scale = coords.new_tensor([sx, sy])
+    centre, scale = _affine_xy(coords, size, align_corners)
     return coords / scale + centre
