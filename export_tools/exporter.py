@@ -9,6 +9,7 @@ then write the file atomically.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -145,7 +146,7 @@ def to_onnx(
     if not isinstance(args, tuple):
         args = (args,)
     if dtype is not None:
-        model = model.to(dtype)
+        model = copy.deepcopy(model).to(dtype)  # never convert the caller's model in place
     args = _cast_args(args, dtype)
     was_training = model.training
     model.eval()

@@ -125,6 +125,12 @@ def test_export_dtype_float16_runs_in_half():
     np.testing.assert_allclose(actual.astype(np.float32), model(x).numpy(), rtol=2e-3, atol=2e-3)
 
 
+def test_export_dtype_leaves_the_callers_model_alone():
+    model = TwoHeads()
+    to_onnx(model, (torch.randn(1, 3, 4, 4),), dtype="float16")
+    assert model.conv.weight.dtype is torch.float32
+
+
 def test_model_left_in_training_mode_is_restored():
     model = TwoHeads().train()
     to_onnx(model, (torch.randn(1, 3, 4, 4),))
