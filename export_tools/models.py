@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -12,32 +13,39 @@ from custom_ops.registry import OpSpec, Sample
 class OpModel(torch.nn.Module):
     """Calls ``spec.functional`` with the sample's tensors as model inputs.
 
-    Tensor positional arguments of the sample become the model's inputs, in
-    order; every other argument is fixed at construction.
+    Tensor arguments of the sample (positional first, then keyword) become the
+    model's inputs, in that order; every other argument is fixed at construction.
+    ``sample.dynamic`` gives the dynamic dims of each of these inputs, in the same order.
     """
 
     def __init__(self, spec: OpSpec, sample: Sample) -> None:
         super().__init__()
         self.spec = spec
-        self.tensor_slots = [i for i, a in enumerate(sample.args) if isinstance(a, torch.Tensor)]
-        self.fixed = list(sample.args)
+        self.args = list(sample.args)
         self.kwargs = dict(sample.kwargs)
+        self.slots: list[int | str] = [i for i, a in enumerate(self.args) if isinstance(a, torch.Tensor)]
+        self.slots += [k for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)]
 
     def forward(self, *inputs: torch.Tensor) -> Any:
-        args = list(self.fixed)
-        for slot, value in zip(self.tensor_slots, inputs):
-            args[slot] = value
-        return self.spec.functional(*args, **self.kwargs)
+        args, kwargs = list(self.args), dict(self.kwargs)
+        for slot, value in zip(self.slots, inputs):
+            if isinstance(slot, int):
+                args[slot] = value
+            else:
+                kwargs[slot] = value
+        return self.spec.functional(*args, **kwargs)
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        return tuple(self.fixed[i] for i in self.tensor_slots)
+        return tuple(self.args[s] if isinstance(s, int) else self.kwargs[s] for s in self.slots)
 
     def input_names(self) -> list[str]:
-        return [self.spec.inputs[i].name if i < len(self.spec.inputs) else f"arg{i}" for i in self.tensor_slots]
+        """The functional's parameter names of the input tensors."""
+        params = list(inspect.signature(self.spec.functional).parameters)
+        return [s if isinstance(s, str) else params[s] for s in self.slots]
 
     def dynamic_shapes(self, sample: Sample) -> Any:
         """``dynamic_shapes`` for ``torch.onnx.export`` (varargs forward: one nested tuple)."""
         if sample.dynamic is None:
             return None
-        dims = list(sample.dynamic) + [None] * (len(self.tensor_slots) - len(sample.dynamic))
+        dims = list(sample.dynamic) + [None] * (len(self.slots) - len(sample.dynamic))
         return (tuple(dims),)

@@ -1,6 +1,7 @@
 """One file per op; importing this package registers them all."""
 
 from custom_ops.ops import (  # noqa: F401
+    gaussian_heatmaps,
     render_gaussian2d,
     spatial_expectation2d,
     spatial_soft_argmax2d,

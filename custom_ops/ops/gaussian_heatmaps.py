@@ -1,0 +1,309 @@
+"""gaussian_heatmaps: keypoints to MSRA/HRNet-style training-target heatmaps, vectorised.
+
+``keypoints (B, K, 2)`` or ``(B, I, K, 2)`` (instances, merged by element-wise
+max), ``size = (H, W)``, ``sigma`` -> ``heatmaps (B, K, H, W)``, ``weights (B, K)``.
+
+Definition (SPEC.md): centre ``c = floor(p + 0.5)`` per axis; the Gaussian is
+centred at ``c`` (or at ``p`` itself with ``subpixel=True``, UDP) and is
+non-zero only in the square window ``|u - cx| <= truncate*sigma``,
+``|v - cy| <= truncate*sigma``; peak value 1. With integer ``3*sigma`` this is
+exactly the classic per-keypoint window copy.
+
+The value ``exp(-((u-gx)^2 + (v-gy)^2) / (2 sigma^2))`` on a square window is
+separable, so each map is the outer product of two masked per-axis vectors: one
+full-size write, no loop over keypoints, no per-keypoint host synchronisation.
+
+Decisions: a keypoint gets weight 0 and an all-zero map when its visibility is
+< 0.5, a coordinate is not finite, its window misses the map entirely, or its
+sigma (as a tensor) is not > 0 (a Python sigma <= 0 raises). The classic code
+keeps weight 1 for a window that ends exactly one pixel before the map (it
+tests ``br < 0`` on an exclusive bound); kpx gives it weight 0, as nothing is drawn.
+``size`` is static (a node attribute); B, I and K may be dynamic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from custom_ops.conventions import normalized_to_pixel
+from custom_ops.ops.spatial_expectation2d import COORDINATE_ATTRIBUTES
+from custom_ops.registry import (
+    OnnxAttribute,
+    OnnxInput,
+    OpSpec,
+    Sample,
+    as_sequence,
+    compute_dtype,
+    is_exporting,
+    positive_scalar,
+    register,
+    validate_tensor,
+)
+
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+_BOOL = 9  # onnx.TensorProto.BOOL
+
+
+def _axis(n: int, mu: Tensor, centre: Tensor, radius: Tensor, inv: Tensor, valid: Tensor) -> Tensor:
+    """Masked 1-D Gaussians on one axis: ``(...)`` centres -> ``(..., n)``."""
+    u = torch.arange(n, device=mu.device, dtype=mu.dtype)
+    d = u - mu.unsqueeze(-1)
+    inside = (u - centre.unsqueeze(-1)).abs() <= radius.unsqueeze(-1)
+    g = torch.exp(-d * d * inv.unsqueeze(-1))
+    return torch.where(inside & valid.unsqueeze(-1), g, torch.zeros((), dtype=g.dtype, device=g.device))
+
+
+def reference(
+    keypoints: Tensor,
+    sigma: Tensor,
+    visibility: Tensor,
+    size: list[int],
+    truncate: float,
+    subpixel: bool,
+    normalized_coordinates: bool,
+    align_corners: bool,
+) -> tuple[Tensor, Tensor]:
+    """Plain torch definition. ``(B, [I,] K, 2)`` -> ``(B, K, H, W)``, ``(B, K)``."""
+    height, width = size
+    dtype = compute_dtype(keypoints.dtype)
+    p = keypoints.to(dtype)
+    if normalized_coordinates:
+        p = normalized_to_pixel(p, (height, width), align_corners=align_corners)
+    sigma = sigma.to(device=p.device, dtype=dtype)
+    centre = torch.floor(p + 0.5)
+    mu = p if subpixel else centre
+    radius = truncate * sigma
+    inv = 0.5 / (sigma * sigma)
+    limit = p.new_tensor([width - 1, height - 1])
+    overlaps = ((centre + radius.unsqueeze(-1) >= 0) & (centre - radius.unsqueeze(-1) <= limit)).all(-1)
+    valid = torch.isfinite(p).all(-1) & overlaps & (sigma > 0) & (visibility.to(p.device) >= 0.5)
+    gx = _axis(width, mu[..., 0], centre[..., 0], radius, inv, valid)
+    gy = _axis(height, mu[..., 1], centre[..., 1], radius, inv, valid)
+    heatmaps = gy.unsqueeze(-1) * gx.unsqueeze(-2)
+    weights = valid.to(dtype)
+    if keypoints.dim() == 4:  # instances: element-wise max
+        heatmaps, weights = heatmaps.amax(1), weights.amax(1)
+    return heatmaps.to(keypoints.dtype), weights.to(keypoints.dtype)
+
+
+@torch.library.custom_op("kpx::gaussian_heatmaps", mutates_args=())
+def _torch_op(
+    keypoints: Tensor,
+    sigma: Tensor,
+    visibility: Tensor,
+    size: list[int],
+    truncate: float,
+    subpixel: bool,
+    normalized_coordinates: bool,
+    align_corners: bool,
+) -> tuple[Tensor, Tensor]:
+    return reference(keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners)
+
+
+@_torch_op.register_fake
+def _(keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners):
+    batch, keys = keypoints.shape[0], keypoints.shape[-2]
+    return keypoints.new_empty(batch, keys, size[0], size[1]), keypoints.new_empty(batch, keys)
+
+
+def _check_inputs(keypoints: Tensor, sigma: Tensor | float, visibility: Tensor | None) -> Tensor | float:
+    validate_tensor(keypoints, "keypoints", "(B, K, 2) or (B, I, K, 2)")
+    if keypoints.dim() not in (3, 4) or keypoints.shape[-1] != 2:
+        raise ValueError(f"keypoints must have shape (B, K, 2) or (B, I, K, 2); got shape {tuple(keypoints.shape)}")
+    keys = keypoints.shape[-2]
+    if isinstance(sigma, Tensor) and sigma.dim() == 1:
+        if sigma.shape[0] != keys:
+            raise ValueError(f"sigma must be a number, a 0-d tensor or (K,) = ({keys},); got {tuple(sigma.shape)}")
+        validate_tensor(sigma, "sigma", "(K,)")
+    else:
+        sigma = positive_scalar(sigma, "sigma")
+    if visibility is not None:
+        validate_tensor(visibility, "visibility", str(tuple(keypoints.shape[:-1])))
+        if visibility.shape != keypoints.shape[:-1]:
+            raise ValueError(
+                f"visibility must have the keypoints' shape without the last axis, "
+                f"{tuple(keypoints.shape[:-1])}; got {tuple(visibility.shape)}"
+            )
+    return sigma
+
+
+def gaussian_heatmaps(
+    keypoints: Tensor,
+    size: tuple[int, int],
+    sigma: Tensor | float,
+    *,
+    visibility: Tensor | None = None,
+    truncate: float = 3.0,
+    subpixel: bool = False,
+    normalized_coordinates: bool = False,
+    align_corners: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Renders Gaussian target heatmaps for keypoints, all at once.
+
+    Args:
+        keypoints: ``(B, K, 2)`` or ``(B, I, K, 2)`` as ``(x, y)``; pixels by default.
+        size: ``(H, W)`` of the heatmaps.
+        sigma: Python number > 0, 0-d tensor, or per-keypoint ``(K,)`` tensor, in pixels.
+        visibility: ``(B, K)`` or ``(B, I, K)``; keypoints with visibility < 0.5 are not rendered.
+        truncate: window half-width in sigmas (3 is the classic 3-sigma window).
+        subpixel: centre the Gaussian at ``p`` (UDP) instead of ``floor(p + 0.5)``.
+        normalized_coordinates: keypoints in ``[-1, 1]`` (mapped to pixels by ``align_corners``).
+        align_corners: normalized convention; ``True`` kornia, ``False`` pixel-centre (dsntnn).
+
+    Returns:
+        ``heatmaps (B, K, H, W)`` with peak 1 (max over instances) and ``weights (B, K)`` (1 rendered,
+        0 not), both in ``keypoints``' dtype.
+    """
+    sigma = _check_inputs(keypoints, sigma, visibility)
+    size = list(as_sequence(size, "size", 2))
+    truncate = float(positive_scalar(truncate, "truncate"))
+    flags = (bool(subpixel), bool(normalized_coordinates), bool(align_corners))
+    if visibility is None:
+        visibility = torch.ones(keypoints.shape[:-1], device=keypoints.device)
+    if is_exporting():
+        s = torch.as_tensor(sigma, device=keypoints.device).to(torch.float32)
+        return torch.ops.kpx.gaussian_heatmaps(keypoints, s, visibility.to(torch.float32), size, truncate, *flags)
+    if not isinstance(sigma, Tensor):
+        sigma = torch.tensor(sigma, device=keypoints.device)
+    return reference(keypoints, sigma, visibility, size, truncate, *flags)
+
+
+class GaussianHeatmaps(nn.Module):
+    """Module form of :func:`gaussian_heatmaps`; ``(keypoints, [visibility])`` -> ``(heatmaps, weights)``."""
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        sigma: Tensor | float,
+        *,
+        truncate: float = 3.0,
+        subpixel: bool = False,
+        normalized_coordinates: bool = False,
+        align_corners: bool = True,
+    ) -> None:
+        super().__init__()
+        self.size = as_sequence(size, "size", 2)
+        self.sigma = sigma
+        self.options = {
+            "truncate": truncate,
+            "subpixel": subpixel,
+            "normalized_coordinates": normalized_coordinates,
+            "align_corners": align_corners,
+        }
+
+    def forward(self, keypoints: Tensor, visibility: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return gaussian_heatmaps(keypoints, self.size, self.sigma, visibility=visibility, **self.options)
+
+
+def build_function(kpx, op):
+    """The ONNX function body (onnxscript script mode) at the default opset ``op``."""
+    import onnxscript
+
+    @onnxscript.script(kpx, default_opset=op)
+    def GaussianHeatmaps(
+        keypoints,
+        sigma,
+        visibility,
+        size: list[int],
+        truncate: float = 3.0,
+        subpixel: int = 0,
+        normalized_coordinates: int = 0,
+        align_corners: int = 1,
+    ):
+        p = op.Cast(keypoints, to=_FLOAT)  # (B, [I,] K, 2)
+        s = op.Cast(sigma, to=_FLOAT)  # () or (K,)
+        hw = op.Constant(value_ints=size)
+        h = op.Slice(hw, [0], [1])
+        w = op.Slice(hw, [1], [2])
+        n = op.Cast(op.Concat(w, h, axis=0), to=_FLOAT)  # (W, H), per (x, y)
+        ac = op.Cast(align_corners, to=_FLOAT)
+        p = op.Where(op.Cast(normalized_coordinates, to=_BOOL), p / (2.0 / op.Max(n - ac, ac)) + (n - 1.0) * 0.5, p)
+        centre = op.Floor(p + 0.5)
+        mu = op.Where(op.Cast(subpixel, to=_BOOL), p, centre)
+        radius = op.Unsqueeze(op.Constant(value_float=truncate) * s, [-1])  # (1,) or (K, 1)
+        inv = op.Unsqueeze(0.5 / (s * s), [-1])
+        # valid: finite (p - p == 0), window overlaps the map, sigma > 0, visible
+        ok = op.And(op.Equal(p - p, 0.0), op.And(centre + radius >= 0.0, centre - radius <= n - 1.0))
+        valid = op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1]))  # (B, [I,] K, 1)
+        valid = op.And(valid, op.Unsqueeze(op.And(s > 0.0, op.Cast(visibility, to=_FLOAT) >= 0.5), [-1]))
+        zero = op.Constant(value_float=0.0)
+        u = op.Cast(op.Range(0, op.Squeeze(w), 1), to=_FLOAT)
+        dx = u - op.Slice(mu, [0], [1], [-1])
+        inside_x = op.Abs(u - op.Slice(centre, [0], [1], [-1])) <= radius
+        gx = op.Where(op.And(inside_x, valid), op.Exp(-(dx * dx) * inv), zero)  # (B, [I,] K, W)
+        v = op.Cast(op.Range(0, op.Squeeze(h), 1), to=_FLOAT)
+        dy = v - op.Slice(mu, [1], [2], [-1])
+        inside_y = op.Abs(v - op.Slice(centre, [1], [2], [-1])) <= radius
+        gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy) * inv), zero)  # (B, [I,] K, H)
+        weights = op.CastLike(op.Squeeze(valid, [-1]), keypoints)
+        # instances (rank 4): element-wise max over axis 1 (a non-negative axis: empty inputs stay safe)
+        if op.Equal(op.Size(op.Shape(keypoints)), 4):
+            maps = op.ReduceMax(op.MatMul(op.Unsqueeze(gy, [-1]), op.Unsqueeze(gx, [-2])), [1], keepdims=0)
+            out_weights = op.ReduceMax(weights, [1], keepdims=0)
+        else:
+            maps = op.MatMul(op.Unsqueeze(gy, [-1]), op.Unsqueeze(gx, [-2]))
+            out_weights = op.Identity(weights)
+        return op.CastLike(maps, keypoints), out_weights
+
+    return GaussianHeatmaps
+
+
+def samples() -> list[Sample]:
+    """Pixel keypoints on, near and off the map (NaN, inf), instances, normalized, subpixel, per-keypoint sigma."""
+    g = torch.Generator().manual_seed(4)
+    kp = torch.rand(2, 6, 2, generator=g) * torch.tensor([30.0, 24.0]) - 3.0
+    kp[0, 1] = torch.tensor([-7.0, 5.0])  # window partly off the map (sigma 2: radius 6)
+    kp[0, 2] = torch.tensor([50.0, 5.0])  # fully off the map
+    kp[1, 0] = torch.tensor([float("nan"), 3.0])
+    kp[1, 1] = torch.tensor([4.0, float("inf")])
+    vis = (torch.rand(2, 6, generator=g) > 0.2).float()
+    inst = torch.rand(2, 3, 5, 2, generator=g) * 2.2 - 1.1  # normalized, some just off the map
+    inst_vis = torch.ones(2, 3, 5)
+    per_kp_sigma = torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0, 0.7])
+    dyn = ({0: "B", 1: "K"}, {0: "B", 1: "K"})  # keypoints, visibility
+    return [
+        Sample("pixel_sigma2", (kp, (24, 20), 2.0)),
+        Sample("pixel_visibility_dynamic", (kp, (24, 20), 2.0), {"visibility": vis}, dynamic=dyn),
+        Sample("pixel_dynamic_no_visibility", (kp, (24, 20), 2.5), dynamic=dyn[:1]),
+        Sample("subpixel_per_keypoint_sigma", (kp, (24, 20), per_kp_sigma), {"subpixel": True}),
+        Sample(
+            "instances_normalized_dynamic",
+            (inst, (16, 12), 1.5),
+            {"visibility": inst_vis, "normalized_coordinates": True, "align_corners": False},
+            dynamic=({0: "B", 1: "I", 2: "K"}, {0: "B", 1: "I", 2: "K"}),
+        ),
+    ]
+
+
+SPEC = register(
+    OpSpec(
+        name="gaussian_heatmaps",
+        onnx_op_type="GaussianHeatmaps",
+        description="keypoints to MSRA/HRNet training-target heatmaps (truncated Gaussians, peak 1) and weights",
+        functional=gaussian_heatmaps,
+        module=GaussianHeatmaps,
+        reference=reference,
+        torch_op=torch.ops.kpx.gaussian_heatmaps,
+        inputs=(
+            OnnxInput("keypoints", "(B, K, 2) or (B, I, K, 2) as (x, y)"),
+            OnnxInput("sigma", "0-d or (K,) float32 sigma in pixels", "tensor(float)"),
+            OnnxInput("visibility", "(B, K) or (B, I, K) float32; < 0.5 is not rendered", "tensor(float)"),
+        ),
+        outputs=(
+            OnnxInput("heatmaps", "(B, K, H, W), peak 1, keypoints' dtype"),
+            OnnxInput("weights", "(B, K): 1 rendered, 0 not, keypoints' dtype"),
+        ),
+        attributes=(
+            OnnxAttribute("size", "ints", None, "(H, W)"),
+            OnnxAttribute("truncate", "float", 3.0, "window half-width in sigmas"),
+            OnnxAttribute("subpixel", "int", 0, "1: centre at p (UDP); 0: at floor(p + 0.5)"),
+            OnnxAttribute("normalized_coordinates", "int", 0, "1: keypoints in [-1, 1]; 0: pixels"),
+            COORDINATE_ATTRIBUTES[1],
+        ),
+        build_function=build_function,
+        samples=samples,
+        tolerances={torch.float32: (1e-6, 1e-6), torch.float16: (1e-3, 1e-3), torch.float64: (1e-6, 1e-6)},
+        conventions="keypoints in pixels by default; normalized input mapped by align_corners; centre floor(p + 0.5)",
+    )
+)
