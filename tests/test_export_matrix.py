@@ -1,8 +1,8 @@
 """Registry-driven parity matrix: every op x sample x emit mode x opset, on ORT CPU.
 
 Dynamic samples are exported at one size and run at others (grids must come
-from the runtime shape). fp32 ORT must match PyTorch within 1e-5 (issue 2):
-``rtol=1e-5, atol=1e-5`` for coordinates/probabilities of order 1-100.
+from the runtime shape). fp32 ORT must match PyTorch within each op's float32
+tolerance from the registry (all at most 1e-5, issue 2).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ IDS = [f"{spec.name}-{sample.name}" for spec, sample in CASES]
 
 
 def _resized(inputs: tuple[torch.Tensor, ...], dynamic: tuple) -> list[tuple[torch.Tensor, ...]]:
-    """Inputs whose dynamic dims differ from the export size (bigger and smaller)."""
+    """Inputs whose dynamic dims differ from the export size (bigger and smaller), with similar values."""
     variants = []
     for delta in (3, -1):
         out = []
@@ -30,8 +30,9 @@ def _resized(inputs: tuple[torch.Tensor, ...], dynamic: tuple) -> list[tuple[tor
             shape = list(tensor.shape)
             for d in dims or {}:
                 shape[d] = max(1, shape[d] + delta)
-            fresh = torch.randn(*shape, dtype=tensor.dtype) * tensor.std() + tensor.mean()
-            out.append(fresh.abs() if (tensor >= 0).all() else fresh)
+            finite = tensor[torch.isfinite(tensor)]  # samples may hold NaN/inf on purpose
+            fresh = torch.randn(*shape, dtype=tensor.dtype) * finite.std() + finite.mean()
+            out.append(fresh.abs() if (finite >= 0).all() else fresh)
         variants.append(tuple(out))
     return variants
 
@@ -59,8 +60,12 @@ def test_ort_cpu_matches_pytorch(spec, sample, emit, opset):
 
     session = ort_session(proto)
     runs = [inputs] + (_resized(inputs, sample.dynamic) if sample.dynamic else [])
+    rtol, atol = spec.tolerances[torch.float32]  # all <= 1e-5 (issue 2: fp32 within 1e-5)
     for feed in runs:
         expected = model(*feed)
-        (actual,) = run_ort(session, *feed)
-        assert actual.shape == tuple(expected.shape)
-        np.testing.assert_allclose(actual, expected.numpy(), rtol=1e-5, atol=1e-5)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        actual = run_ort(session, *feed)
+        assert len(actual) == len(expected) == len(spec.outputs)
+        for got, want in zip(actual, expected):
+            assert got.shape == tuple(want.shape)
+            np.testing.assert_allclose(got, want.numpy(), rtol=rtol, atol=atol)

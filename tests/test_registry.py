@@ -21,7 +21,8 @@ SPECS = list_ops()
 
 def test_the_four_dsnt_ops_are_registered():
     names = {s.name for s in SPECS}
-    assert {"spatial_softmax2d", "spatial_expectation2d", "spatial_soft_argmax2d", "render_gaussian2d"} <= names
+    expected = {"spatial_softmax2d", "spatial_expectation2d", "spatial_soft_argmax2d", "render_gaussian2d"}
+    assert expected | {"gaussian_heatmaps"} <= names
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
@@ -50,13 +51,16 @@ def test_function_body_at_every_opset(spec, opset):
     declared = {a.name for a in spec.attributes}
     assert set(fn.attribute) | {a.name for a in fn.attribute_proto} == declared
     # a one-node model using the function passes the full checker (types and shapes inferred through the body)
-    ranks = {"input": 4, "temperature": 0, "mean": 3, "std": 3}
+    ranks = {"input": 4, "temperature": 0, "mean": 3, "std": 3, "keypoints": 3, "sigma": 0, "visibility": 2}
     inputs = [
         helper.make_tensor_value_info(p.name, onnx.TensorProto.FLOAT, [f"{p.name}{i}" for i in range(ranks[p.name])])
         for p in spec.inputs
     ]
-    out_rank = 4 if spec.name in ("spatial_softmax2d", "render_gaussian2d") else 3
-    outputs = [helper.make_tensor_value_info(p.name, onnx.TensorProto.FLOAT, [None] * out_rank) for p in spec.outputs]
+    out_ranks = {"spatial_softmax2d": [4], "render_gaussian2d": [4], "gaussian_heatmaps": [4, 2]}.get(spec.name, [3])
+    outputs = [
+        helper.make_tensor_value_info(p.name, onnx.TensorProto.FLOAT, [None] * rank)
+        for p, rank in zip(spec.outputs, out_ranks, strict=True)
+    ]
     attrs = {a.name: a.default for a in spec.attributes if a.default is not None}
     if any(a.name == "size" for a in spec.attributes):
         attrs["size"] = [4, 5]
