@@ -33,3 +33,11 @@ def test_dsnt_head_example_runs_as_a_script(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "none (inlined)" in result.stdout
+
+
+def test_heatmap_training_example_short_run(capsys):
+    module = runpy.run_path(str(ROOT / "examples" / "heatmap_training.py"), run_name="kpx_example")
+    assert module["main"](["--samples", "48", "--workers", "2", "--batch", "16", "--steps", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "max |diff| vs worker targets 0.0e+00" in out
+    assert "2 DataLoader workers" in out

@@ -63,8 +63,9 @@ def reference(
     subpixel: bool,
     normalized_coordinates: bool,
     align_corners: bool,
+    instances: bool,
 ) -> tuple[Tensor, Tensor]:
-    """Plain torch definition. ``(B, [I,] K, 2)`` -> ``(B, K, H, W)``, ``(B, K)``."""
+    """Plain torch definition. ``(B, [I,] K, 2)`` -> ``(B, K, H, W)``, ``(B, K)``; ``instances`` iff rank 4."""
     height, width = size
     dtype = compute_dtype(keypoints.dtype)
     p = keypoints.to(dtype)
@@ -82,7 +83,7 @@ def reference(
     gy = _axis(height, mu[..., 1], centre[..., 1], radius, inv, valid)
     heatmaps = gy.unsqueeze(-1) * gx.unsqueeze(-2)
     weights = valid.to(dtype)
-    if keypoints.dim() == 4:  # instances: element-wise max
+    if instances:  # (B, I, K, 2): element-wise max over instances
         heatmaps, weights = heatmaps.amax(1), weights.amax(1)
     return heatmaps.to(keypoints.dtype), weights.to(keypoints.dtype)
 
@@ -97,12 +98,15 @@ def _torch_op(
     subpixel: bool,
     normalized_coordinates: bool,
     align_corners: bool,
+    instances: bool,
 ) -> tuple[Tensor, Tensor]:
-    return reference(keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners)
+    return reference(
+        keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners, instances
+    )
 
 
 @_torch_op.register_fake
-def _(keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners):
+def _(keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners, instances):
     batch, keys = keypoints.shape[0], keypoints.shape[-2]
     return keypoints.new_empty(batch, keys, size[0], size[1]), keypoints.new_empty(batch, keys)
 
@@ -158,7 +162,7 @@ def gaussian_heatmaps(
     sigma = _check_inputs(keypoints, sigma, visibility)
     size = list(as_sequence(size, "size", 2))
     truncate = float(positive_scalar(truncate, "truncate"))
-    flags = (bool(subpixel), bool(normalized_coordinates), bool(align_corners))
+    flags = (bool(subpixel), bool(normalized_coordinates), bool(align_corners), keypoints.dim() == 4)
     if visibility is None:
         visibility = torch.ones(keypoints.shape[:-1], device=keypoints.device)
     if is_exporting():
@@ -210,6 +214,7 @@ def build_function(kpx, op):
         subpixel: int = 0,
         normalized_coordinates: int = 0,
         align_corners: int = 1,
+        instances: int = 0,
     ):
         p = op.Cast(keypoints, to=_FLOAT)  # (B, [I,] K, 2)
         s = op.Cast(sigma, to=_FLOAT)  # () or (K,)
@@ -237,8 +242,9 @@ def build_function(kpx, op):
         inside_y = op.Abs(v - op.Slice(centre, [1], [2], [-1])) <= radius
         gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy) * inv), zero)  # (B, [I,] K, H)
         weights = op.CastLike(op.Squeeze(valid, [-1]), keypoints)
-        # instances (rank 4): element-wise max over axis 1 (a non-negative axis: empty inputs stay safe)
-        if op.Equal(op.Size(op.Shape(keypoints)), 4):
+        # instances (rank 4): element-wise max over axis 1 (a non-negative axis: empty inputs stay safe).
+        # The condition is an attribute, so runtimes fold this If away at load time.
+        if op.Cast(instances, to=_BOOL):
             maps = op.ReduceMax(op.MatMul(op.Unsqueeze(gy, [-1]), op.Unsqueeze(gx, [-2])), [1], keepdims=0)
             out_weights = op.ReduceMax(weights, [1], keepdims=0)
         else:
@@ -300,6 +306,7 @@ SPEC = register(
             OnnxAttribute("subpixel", "int", 0, "1: centre at p (UDP); 0: at floor(p + 0.5)"),
             OnnxAttribute("normalized_coordinates", "int", 0, "1: keypoints in [-1, 1]; 0: pixels"),
             COORDINATE_ATTRIBUTES[1],
+            OnnxAttribute("instances", "int", 0, "1: keypoints are (B, I, K, 2), merged by max; 0: (B, K, 2)"),
         ),
         build_function=build_function,
         samples=samples,
