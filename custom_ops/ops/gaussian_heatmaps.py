@@ -13,7 +13,8 @@ The value ``exp(-((u-gx)^2 + (v-gy)^2) / (2 sigma^2))`` on a square window is
 separable, so each map is the outer product of two masked per-axis vectors: one
 full-size write, no loop over keypoints, no per-keypoint host synchronisation.
 
-Decisions: a keypoint gets weight 0 and an all-zero map when its visibility is
+Decisions: zero instances ``(B, 0, K, 2)`` render zero maps with weight 0. A
+keypoint gets weight 0 and an all-zero map when its visibility is
 < 0.5, a coordinate is not finite, its window misses the map entirely, or its
 sigma (as a tensor) is not > 0 (a Python sigma <= 0 raises). The classic code
 keeps weight 1 for a window that ends exactly one pixel before the map (it
@@ -83,7 +84,10 @@ def reference(
     gy = _axis(height, mu[..., 1], centre[..., 1], radius, inv, valid)
     heatmaps = gy.unsqueeze(-1) * gx.unsqueeze(-2)
     weights = valid.to(dtype)
-    if instances:  # (B, I, K, 2): element-wise max over instances
+    if instances and keypoints.shape[1] == 0:  # no instances: nothing rendered
+        heatmaps = heatmaps.new_zeros(heatmaps.shape[:1] + heatmaps.shape[2:])
+        weights = weights.new_zeros(weights.shape[:1] + weights.shape[2:])
+    elif instances:  # (B, I, K, 2): element-wise max over instances
         heatmaps, weights = heatmaps.amax(1), weights.amax(1)
     return heatmaps.to(keypoints.dtype), weights.to(keypoints.dtype)
 
@@ -243,10 +247,12 @@ def build_function(kpx, op):
         gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy) * inv), zero)  # (B, [I,] K, H)
         weights = op.CastLike(op.Squeeze(valid, [-1]), keypoints)
         # instances (rank 4): element-wise max over axis 1 (a non-negative axis: empty inputs stay safe).
-        # The condition is an attribute, so runtimes fold this If away at load time.
+        # The condition is an attribute, so runtimes fold this If away at load time. Max(., 0) maps the
+        # -inf of a max over zero instances to 0 and changes nothing else (every value is >= 0).
         if op.Cast(instances, to=_BOOL):
             maps = op.ReduceMax(op.MatMul(op.Unsqueeze(gy, [-1]), op.Unsqueeze(gx, [-2])), [1], keepdims=0)
-            out_weights = op.ReduceMax(weights, [1], keepdims=0)
+            maps = op.Max(maps, zero)
+            out_weights = op.Max(op.ReduceMax(weights, [1], keepdims=0), op.CastLike(zero, weights))
         else:
             maps = op.MatMul(op.Unsqueeze(gy, [-1]), op.Unsqueeze(gx, [-2]))
             out_weights = op.Identity(weights)

@@ -106,12 +106,12 @@ def uniform(*shape: int, low, high, seed: int = 0) -> torch.Tensor:
 
 
 def around(*batch: int, size=SIZE, radius: float = 6.0, seed: int = 0) -> torch.Tensor:
-    """Keypoints (*batch, 2): half with windows on or partly off the map (within radius of it), half anywhere
-    in [-3r, W + 3r] x [-3r, H + 3r] (many fully off)."""
+    """Keypoints (*batch, 2), each at random either near the map (window on it or partly off: within radius of
+    it) or anywhere in [-3r, W + 3r] x [-3r, H + 3r] (often fully off)."""
     h, w = size
-    low = torch.tensor([-radius, -radius])
-    near = low + uniform(*batch, 2, low=0.0, high=1.0, seed=seed) * torch.tensor([w - 1.0, h - 1.0]).sub(2 * low)
-    wide = 3 * low + uniform(*batch, 2, low=0.0, high=1.0, seed=seed + 1) * torch.tensor([w, h]).sub(6 * low)
+    extent = torch.tensor([w - 1.0, h - 1.0])
+    near = uniform(*batch, 2, low=0.0, high=1.0, seed=seed) * (extent + 2 * radius) - radius
+    wide = uniform(*batch, 2, low=0.0, high=1.0, seed=seed + 1) * (extent + 1 + 6 * radius) - 3 * radius
     pick = uniform(*batch, 1, low=0.0, high=1.0, seed=seed + 2) < 0.5
     return torch.where(pick, near, wide)
 
@@ -129,6 +129,11 @@ def assert_heatmaps(out, expected, *, atol: float = 1e-6):
     assert not heatmaps.isnan().any() and not weights.isnan().any()
     torch.testing.assert_close(heatmaps.double(), expected[0], rtol=0, atol=atol)
     torch.testing.assert_close(weights.double(), expected[1], rtol=0, atol=0)
+
+
+def assert_value(value: torch.Tensor, expected: float):
+    """One pixel against a float64 value, within the issue's atol 1e-6."""
+    assert abs(float(value) - expected) <= 1e-6, (float(value), expected)
 
 
 def assert_mixed(weights: torch.Tensor):
@@ -203,8 +208,8 @@ def test_negative_coordinate_rounds_down_not_towards_zero():
     heatmaps, weights = gaussian_heatmaps(kp, SIZE, SIGMA)
     off_by_one = math.exp(-1 / (2 * SIGMA**2))
     assert weights.tolist() == [[1.0, 1.0]]
-    torch.testing.assert_close(heatmaps[0, 0, 5, 0].double(), torch.tensor(off_by_one, dtype=torch.float64))
-    torch.testing.assert_close(heatmaps[0, 1, 0, 4].double(), torch.tensor(off_by_one, dtype=torch.float64))
+    assert_value(heatmaps[0, 0, 5, 0], off_by_one)
+    assert_value(heatmaps[0, 1, 0, 4], off_by_one)
     assert heatmaps.amax() < 1
     assert_heatmaps((heatmaps, weights), oracle(kp, SIZE, SIGMA))
 
@@ -229,10 +234,10 @@ def test_subpixel_peak_is_at_p_not_at_the_rounded_centre():
     kp = torch.tensor([[[5.3, 4.0], [6.0, 3.6]]])  # centres (5, 4) and (6, 4)
     heatmaps, _ = gaussian_heatmaps(kp, SIZE, 1.0, subpixel=True)
     rows, cols = heatmaps[0, 0, 4], heatmaps[0, 1, :, 6]
-    # exactly between p and its neighbours: the value drops by the SPEC formula on both sides
-    torch.testing.assert_close(rows[5].double(), torch.tensor(math.exp(-(0.3**2) / 2), dtype=torch.float64))
-    torch.testing.assert_close(rows[6].double(), torch.tensor(math.exp(-(0.7**2) / 2), dtype=torch.float64))
-    torch.testing.assert_close(cols[4].double(), torch.tensor(math.exp(-(0.4**2) / 2), dtype=torch.float64))
+    # the pixels next to p follow the SPEC formula centred at p itself, so no pixel reaches 1
+    assert_value(rows[5], math.exp(-(0.3**2) / 2))
+    assert_value(rows[6], math.exp(-(0.7**2) / 2))
+    assert_value(cols[4], math.exp(-(0.4**2) / 2))
     assert heatmaps.amax() < 1
 
 
@@ -245,7 +250,25 @@ def test_subpixel_window_stays_around_the_rounded_centre():
     assert (row[:3] == 0).all() and (row[10:] == 0).all()
 
 
-# --- the one documented divergence from MSRA's code ------------------------------------------------------------
+# --- both backends: oracle and the SPEC bad-input table ----------------------------------------------------------
+
+
+class Render(nn.Module):
+    """A tiny model calling the functional with a Python sigma: (keypoints, visibility) -> (heatmaps, weights)."""
+
+    def __init__(self, size=SIZE, sigma=SIGMA, **options):
+        super().__init__()
+        self.size, self.sigma, self.options = size, sigma, options
+
+    def forward(self, keypoints, visibility):
+        return gaussian_heatmaps(keypoints, self.size, self.sigma, visibility=visibility, **self.options)
+
+
+class RenderSigma(Render):
+    """Sigma as a tensor input (0-d or per-keypoint (K,)): (keypoints, visibility, sigma)."""
+
+    def forward(self, keypoints, visibility, sigma):
+        return gaussian_heatmaps(keypoints, self.size, sigma, visibility=visibility, **self.options)
 
 
 @pytest.fixture(scope="module")
@@ -285,30 +308,9 @@ def test_window_ending_one_pixel_before_the_map(run):
         assert_dropped(out, 0, k)
     edge = math.exp(-(r**2) / (2 * SIGMA**2))
     assert out[1][0, 3] == 1 and out[1][0, 5] == 1
-    torch.testing.assert_close(out[0][0, 3, 5, 0].double(), torch.tensor(edge, dtype=torch.float64))
-    torch.testing.assert_close(out[0][0, 5, 5, w - 1].double(), torch.tensor(edge, dtype=torch.float64))
+    assert_value(out[0][0, 3, 5, 0], edge)
+    assert_value(out[0][0, 5, 5, w - 1], edge)
     assert_heatmaps(out, oracle(kp, SIZE, SIGMA))
-
-
-# --- both backends: oracle and the SPEC bad-input table ----------------------------------------------------------
-
-
-class Render(nn.Module):
-    """A tiny model calling the functional with a Python sigma: (keypoints, visibility) -> (heatmaps, weights)."""
-
-    def __init__(self, size=SIZE, sigma=SIGMA, **options):
-        super().__init__()
-        self.size, self.sigma, self.options = size, sigma, options
-
-    def forward(self, keypoints, visibility):
-        return gaussian_heatmaps(keypoints, self.size, self.sigma, visibility=visibility, **self.options)
-
-
-class RenderSigma(Render):
-    """Sigma as a tensor input (0-d or per-keypoint (K,)): (keypoints, visibility, sigma)."""
-
-    def forward(self, keypoints, visibility, sigma):
-        return gaussian_heatmaps(keypoints, self.size, sigma, visibility=visibility, **self.options)
 
 
 def test_backend_matches_classic_window_copy(run):
@@ -319,6 +321,17 @@ def test_backend_matches_classic_window_copy(run):
     out = run(kp, vis)
     assert out[0].dtype == out[1].dtype == torch.float32
     assert_heatmaps(out, expected)
+
+
+def test_half_pixel_coordinates_round_up(run):
+    # c = floor(p + 0.5): ties go up (2.5 -> 3, -0.5 -> 0), not to even as torch.round / ONNX Round would do
+    kp = torch.tensor([[[2.5, 4.5], [-0.5, 0.5], [5.5, -0.5], [12.5, 9.5]]])
+    out = run(kp, torch.ones(1, 4))
+    centres = [(5, 3), (1, 0), (0, 6), (10, 13)]  # (row, column)
+    for k, (row, col) in enumerate(centres):
+        assert out[0][0, k, row, col] == 1.0
+        assert divmod(int(out[0][0, k].argmax()), SIZE[1]) == (row, col)
+    assert_heatmaps(out, oracle(kp, SIZE, SIGMA))
 
 
 @pytest.mark.parametrize("bad", NON_FINITE)
@@ -439,6 +452,13 @@ def test_scalar_tensor_sigma_not_positive_is_dropped(run_sigma, bad):
     heatmaps, weights = run_sigma(kp, torch.ones(2, 4), torch.tensor(bad))
     assert (weights == 0).all()
     assert (heatmaps == 0).all()
+
+
+@pytest.mark.parametrize(("batch", "keys"), [(0, 3), (2, 0), (0, 0)])
+def test_empty_with_per_keypoint_sigma(run_sigma, batch, keys):
+    heatmaps, weights = run_sigma(torch.zeros(batch, keys, 2), torch.ones(batch, keys), torch.ones(keys))
+    assert heatmaps.shape == (batch, keys, *SIZE)
+    assert weights.shape == (batch, keys)
 
 
 def assert_all_ones(out, on_map: torch.Tensor):
@@ -730,3 +750,20 @@ def test_invariants(batch, keys, size, sigma, truncate, subpixel, seed):
     assert (weights[on_map] == 1).all()
     if not subpixel:
         assert (heatmaps.flatten(2).amax(-1)[on_map] == 1.0).all()
+
+
+def test_zero_instances_render_zero_maps_in_torch_and_ort():
+    """(B, 0, K, 2): nothing to merge; zero maps and weight 0 (decision in the op's docstring), never -inf."""
+    kp = torch.zeros(2, 0, 3, 2)
+    heatmaps, weights = gaussian_heatmaps(kp, (5, 4), 1.0)
+    assert heatmaps.shape == (2, 3, 5, 4) and weights.shape == (2, 3)
+    assert not heatmaps.any() and not weights.any()
+
+    class Instances(torch.nn.Module):
+        def forward(self, keypoints):
+            return gaussian_heatmaps(keypoints, (5, 4), 1.0)
+
+    model = OrtModel(Instances(), (torch.rand(2, 2, 3, 2) * 4,), dynamic_shapes=({0: "B", 1: "I", 2: "K"},))
+    ort_heatmaps, ort_weights = model(kp)
+    assert ort_heatmaps.shape == (2, 3, 5, 4) and ort_weights.shape == (2, 3)
+    assert torch.equal(ort_heatmaps, heatmaps) and torch.equal(ort_weights, weights)
