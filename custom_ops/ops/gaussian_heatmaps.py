@@ -24,6 +24,9 @@ tests ``br < 0`` on an exclusive bound); kpx gives it weight 0, as nothing is dr
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -46,19 +49,73 @@ _FLOAT = 1  # onnx.TensorProto.FLOAT
 _BOOL = 9  # onnx.TensorProto.BOOL
 
 
-def _axis(n: int, mu: Tensor, centre: Tensor, radius: Tensor, inv: Tensor, valid: Tensor) -> Tensor:
-    """Masked 1-D Gaussians on one axis: ``(...)`` centres -> ``(..., n)``."""
-    u = torch.arange(n, device=mu.device, dtype=mu.dtype)
-    d = u - mu.unsqueeze(-1)
-    inside = (u - centre.unsqueeze(-1)).abs() <= radius.unsqueeze(-1)
-    g = torch.exp(-d * d * inv.unsqueeze(-1))
-    return torch.where(inside & valid.unsqueeze(-1), g, torch.zeros((), dtype=g.dtype, device=g.device))
+@functools.lru_cache(maxsize=64)
+def _axes(height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Per-size constants: pixel index ``u`` of the x axis then the y axis ``(W + H,)``, and the
+    last pixel ``(W - 1, H - 1)``.
+
+    Memoised (outside inference mode, like the coordinate grids; no host-to-device copy per call on
+    CUDA); do not modify the tensors.
+    """
+    with torch.inference_mode(False):
+        u = torch.cat([torch.arange(width, device=device), torch.arange(height, device=device)]).to(dtype)
+        last = torch.tensor([width - 1, height - 1], device=device, dtype=dtype)
+    return u, last
+
+
+def _per_pixel(xy: Tensor, width: int, height: int) -> Tensor:
+    """``(..., 2)`` -> ``(..., W + H)``: x repeated W times, then y repeated H times."""
+    shape = xy.shape[:-1]
+    return torch.cat([xy[..., :1].expand(*shape, width), xy[..., 1:].expand(*shape, height)], -1)
+
+
+def _window_terms(sigma: Tensor, truncate: float) -> tuple[Tensor, Tensor]:
+    """``radius = truncate * sigma`` and ``scale = 1 / (sigma sqrt 2)`` (clamped finite), in sigma's dtype."""
+    return truncate * sigma, (1.0 / (sigma * math.sqrt(2.0))).clamp(max=torch.finfo(sigma.dtype).max)
+
+
+@functools.lru_cache(maxsize=256)
+def _number_terms(sigma: float, truncate: float, dtype: torch.dtype) -> tuple[float, float]:
+    """:func:`_window_terms` of a Python-number sigma, in the same float arithmetic (same bits) on a
+    CPU scalar: no device op. Memoised: a training loop calls it with the same values every step."""
+    radius, scale = _window_terms(torch.tensor(sigma, dtype=dtype), truncate)
+    return radius.item(), scale.item()
+
+
+@functools.lru_cache(maxsize=64)
+def _table(half: int, scale: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[0, g(-R), ..., g(R), 0]`` with ``g(d) = exp(-(d * scale)^2)``: the window of an integer centre.
+
+    Same arithmetic as the general path, so values are bit-identical. Memoised; do not modify it.
+    """
+    with torch.inference_mode(False):
+        z = torch.arange(-half, half + 1, device=device, dtype=dtype) * scale
+        return torch.nn.functional.pad(torch.exp(-(z * z)), (1, 1))
+
+
+def _integer_centre_maps(
+    p: Tensor, valid: Tensor, radius: float, scale: float, height: int, width: int, maps: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Fast path for a Python-number sigma without ``subpixel``: a table lookup per pixel, no exp.
+
+    The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window
+    ``|d| <= radius`` is ``|d| <= R = floor(radius)`` and every value is ``table[d + R + 1]``; the
+    padded ends of the table are 0 and catch every pixel outside the window.
+    """
+    half = math.floor(radius)
+    u, last = _axes(height, width, p.device, p.dtype)
+    centre = torch.floor(p + 0.5)
+    valid = valid & ((centre >= -half) & (centre <= last + half)).all(-1)  # the window meets the map
+    centre = torch.where(valid.unsqueeze(-1), centre, -(half + 1.0))  # invalid: every pixel off the table
+    index = (u + (half + 1) - _per_pixel(centre, width, height)).clamp_(0, 2 * half + 2).long()
+    g = _table(half, scale, p.device, p.dtype).index_select(0, index.view(-1)).view(index.shape)
+    return torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps), valid
 
 
 def reference(
     keypoints: Tensor,
-    sigma: Tensor,
-    visibility: Tensor,
+    sigma: Tensor | float,
+    visibility: Tensor | None,
     size: list[int],
     truncate: float,
     subpixel: bool,
@@ -66,30 +123,61 @@ def reference(
     align_corners: bool,
     instances: bool,
 ) -> tuple[Tensor, Tensor]:
-    """Plain torch definition. ``(B, [I,] K, 2)`` -> ``(B, K, H, W)``, ``(B, K)``; ``instances`` iff rank 4."""
+    """Plain torch definition. ``(B, [I,] K, 2)`` -> ``(B, K, H, W)``, ``(B, K)``; ``instances`` iff rank 4.
+
+    Both axes are computed at once on a ``(..., W + H)`` axis (few, small ops: at the benchmark
+    sizes the call is otherwise bound by per-op overhead), then one outer product writes the maps.
+    """
     height, width = size
     dtype = compute_dtype(keypoints.dtype)
+    # The full-size output is allocated before any temporary, so that it can reuse the block
+    # freed by the previous call; allocated after them it lands in fresh pages (page faults
+    # made the whole call 3-6x slower in the benchmark).
+    maps = torch.empty(*keypoints.shape[:-1], height, width, dtype=dtype, device=keypoints.device)
     p = keypoints.to(dtype)
     if normalized_coordinates:
         p = normalized_to_pixel(p, (height, width), align_corners=align_corners)
-    sigma = sigma.to(device=p.device, dtype=dtype)
+    valid = torch.isfinite(p).all(-1)
+    if isinstance(sigma, Tensor):  # () or (K,); a value that is not finite and > 0 renders nothing
+        sigma = sigma.to(device=p.device, dtype=dtype)
+        sigma_ok = (sigma > 0) & torch.isfinite(sigma)
+        valid = valid & sigma_ok
+        sigma = torch.where(sigma_ok, sigma, 1.0).unsqueeze(-1)  # (1,) or (K, 1): per keypoint, then per pixel
+        radius, scale = _window_terms(sigma, truncate)
+    else:
+        radius, scale = _number_terms(float(sigma), truncate, dtype)
+    if visibility is not None:
+        valid = valid & (visibility.to(p.device) >= 0.5)
+    if not (subpixel or isinstance(sigma, Tensor)) and radius <= 2 * (height + width):  # table stays small
+        heatmaps, valid = _integer_centre_maps(p, valid, radius, scale, height, width, maps)
+        return _merge_instances(heatmaps, valid.to(dtype), instances, keypoints.dtype)
     centre = torch.floor(p + 0.5)
-    mu = p if subpixel else centre
-    radius = truncate * sigma
-    inv = 0.5 / (sigma * sigma)
-    limit = p.new_tensor([width - 1, height - 1])
-    overlaps = ((centre + radius.unsqueeze(-1) >= 0) & (centre - radius.unsqueeze(-1) <= limit)).all(-1)
-    valid = torch.isfinite(p).all(-1) & overlaps & (sigma > 0) & (visibility.to(p.device) >= 0.5)
-    gx = _axis(width, mu[..., 0], centre[..., 0], radius, inv, valid)
-    gy = _axis(height, mu[..., 1], centre[..., 1], radius, inv, valid)
-    heatmaps = gy.unsqueeze(-1) * gx.unsqueeze(-2)
-    weights = valid.to(dtype)
-    if instances and keypoints.shape[1] == 0:  # no instances: nothing rendered
+    # the window [c - r, c + r] meets [0, n - 1] iff the map pixel nearest to c is within r of it
+    u, last = _axes(height, width, p.device, dtype)
+    nearest = torch.minimum(centre.clamp(min=0), last)
+    valid = valid & ((nearest - centre).abs() <= radius).all(-1)
+    keep = valid.unsqueeze(-1)  # invalid keypoints: finite stand-ins and an empty window
+    centre = torch.where(keep, centre, 0.0)
+    window = torch.where(valid, radius.squeeze(-1) if isinstance(radius, Tensor) else radius, -1.0)
+    c = _per_pixel(centre, width, height)  # (..., W + H): each pixel's own axis
+    d = u - (_per_pixel(torch.where(keep, p, 0.0), width, height) if subpixel else c)
+    mask = ((u - c).abs() <= window.unsqueeze(-1)).to(dtype)
+    # exp(-d^2 / (2 sigma^2)) as exp(-z^2), z = d / (sigma sqrt 2): no d^2 overflow for huge sigma.
+    # z is 0 outside the window, so exp never sees the large negative arguments it is 10-30x slower on.
+    z = d * mask * scale
+    g = torch.exp(-(z * z)) * mask
+    heatmaps = torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps)
+    return _merge_instances(heatmaps, valid.to(dtype), instances, keypoints.dtype)
+
+
+def _merge_instances(heatmaps: Tensor, weights: Tensor, instances: bool, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Element-wise max over the instance axis (zero instances: nothing rendered), then the output dtype."""
+    if instances and heatmaps.shape[1] == 0:
         heatmaps = heatmaps.new_zeros(heatmaps.shape[:1] + heatmaps.shape[2:])
         weights = weights.new_zeros(weights.shape[:1] + weights.shape[2:])
-    elif instances:  # (B, I, K, 2): element-wise max over instances
+    elif instances:
         heatmaps, weights = heatmaps.amax(1), weights.amax(1)
-    return heatmaps.to(keypoints.dtype), weights.to(keypoints.dtype)
+    return heatmaps.to(dtype), weights.to(dtype)
 
 
 @torch.library.custom_op("kpx::gaussian_heatmaps", mutates_args=())
@@ -167,13 +255,11 @@ def gaussian_heatmaps(
     size = list(as_sequence(size, "size", 2))
     truncate = float(positive_scalar(truncate, "truncate"))
     flags = (bool(subpixel), bool(normalized_coordinates), bool(align_corners), keypoints.dim() == 4)
-    if visibility is None:
-        visibility = torch.ones(keypoints.shape[:-1], device=keypoints.device)
     if is_exporting():
         s = torch.as_tensor(sigma, device=keypoints.device).to(torch.float32)
+        if visibility is None:
+            visibility = torch.ones(keypoints.shape[:-1], device=keypoints.device)
         return torch.ops.kpx.gaussian_heatmaps(keypoints, s, visibility.to(torch.float32), size, truncate, *flags)
-    if not isinstance(sigma, Tensor):
-        sigma = torch.tensor(sigma, device=keypoints.device)
     return reference(keypoints, sigma, visibility, size, truncate, *flags)
 
 
@@ -231,32 +317,36 @@ def build_function(kpx, op):
         centre = op.Floor(p + 0.5)
         mu = op.Where(op.Cast(subpixel, to=_BOOL), p, centre)
         radius = op.Unsqueeze(op.Constant(value_float=truncate) * s, [-1])  # (1,) or (K, 1)
-        inv = op.Unsqueeze(0.5 / (s * s), [-1])
+        # exp(-d^2 / (2 sigma^2)) as exp(-z^2) with z = d * scale: no overflow of d^2 for huge sigma
+        scale = op.Unsqueeze(op.Min(op.Reciprocal(s * 1.4142135), op.Constant(value_float=3.4028235e38)), [-1])
         # valid: finite (p - p == 0), window overlaps the map, sigma > 0, visible
         ok = op.And(op.Equal(p - p, 0.0), op.And(centre + radius >= 0.0, centre - radius <= n - 1.0))
         valid = op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1]))  # (B, [I,] K, 1)
         valid = op.And(valid, op.Unsqueeze(op.And(s > 0.0, op.Cast(visibility, to=_FLOAT) >= 0.5), [-1]))
         zero = op.Constant(value_float=0.0)
         u = op.Cast(op.Range(0, op.Squeeze(w), 1), to=_FLOAT)
-        dx = u - op.Slice(mu, [0], [1], [-1])
+        dx = (u - op.Slice(mu, [0], [1], [-1])) * scale
         inside_x = op.Abs(u - op.Slice(centre, [0], [1], [-1])) <= radius
-        gx = op.Where(op.And(inside_x, valid), op.Exp(-(dx * dx) * inv), zero)  # (B, [I,] K, W)
+        gx = op.Where(op.And(inside_x, valid), op.Exp(-(dx * dx)), zero)  # (B, [I,] K, W)
         v = op.Cast(op.Range(0, op.Squeeze(h), 1), to=_FLOAT)
-        dy = v - op.Slice(mu, [1], [2], [-1])
+        dy = (v - op.Slice(mu, [1], [2], [-1])) * scale
         inside_y = op.Abs(v - op.Slice(centre, [1], [2], [-1])) <= radius
-        gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy) * inv), zero)  # (B, [I,] K, H)
+        gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy)), zero)  # (B, [I,] K, H)
         weights = op.CastLike(op.Squeeze(valid, [-1]), keypoints)
+        # The per-axis vectors are cast to the output dtype before the outer product: a full-size
+        # Cast after it is not removed by ORT even for float32 (it measured 2x the MatMul itself).
+        col = op.Unsqueeze(op.CastLike(gy, keypoints), [-1])
+        row = op.Unsqueeze(op.CastLike(gx, keypoints), [-2])
         # instances (rank 4): element-wise max over axis 1 (a non-negative axis: empty inputs stay safe).
         # The condition is an attribute, so runtimes fold this If away at load time. Max(., 0) maps the
         # -inf of a max over zero instances to 0 and changes nothing else (every value is >= 0).
         if op.Cast(instances, to=_BOOL):
-            maps = op.ReduceMax(op.MatMul(op.Unsqueeze(gy, [-1]), op.Unsqueeze(gx, [-2])), [1], keepdims=0)
-            maps = op.Max(maps, zero)
+            maps = op.Max(op.ReduceMax(op.MatMul(col, row), [1], keepdims=0), op.CastLike(zero, keypoints))
             out_weights = op.Max(op.ReduceMax(weights, [1], keepdims=0), op.CastLike(zero, weights))
         else:
-            maps = op.MatMul(op.Unsqueeze(gy, [-1]), op.Unsqueeze(gx, [-2]))
+            maps = op.MatMul(col, row)
             out_weights = op.Identity(weights)
-        return op.CastLike(maps, keypoints), out_weights
+        return maps, out_weights
 
     return GaussianHeatmaps
 
