@@ -127,6 +127,8 @@ def reference(
 
     Both axes are computed at once on a ``(..., W + H)`` axis (few, small ops: at the benchmark
     sizes the call is otherwise bound by per-op overhead), then one outer product writes the maps.
+    A Python-number sigma without ``subpixel`` takes :func:`_integer_centre_maps` (a table lookup,
+    bit-identical values; tests compare it with this general path).
     """
     height, width = size
     dtype = compute_dtype(keypoints.dtype)
@@ -147,7 +149,7 @@ def reference(
     else:
         radius, scale = _number_terms(float(sigma), truncate, dtype)
     if visibility is not None:
-        valid = valid & (visibility.to(p.device) >= 0.5)
+        valid = valid & (visibility.to(device=p.device, dtype=dtype) >= 0.5)
     if not (subpixel or isinstance(sigma, Tensor)) and radius <= 2 * (height + width):  # table stays small
         heatmaps, valid = _integer_centre_maps(p, valid, radius, scale, height, width, maps)
         return _merge_instances(heatmaps, valid.to(dtype), instances, keypoints.dtype)
@@ -214,8 +216,9 @@ def _check_inputs(keypoints: Tensor, sigma: Tensor | float, visibility: Tensor |
         validate_tensor(sigma, "sigma", "(K,)")
     else:
         sigma = positive_scalar(sigma, "sigma")
-    if visibility is not None:
-        validate_tensor(visibility, "visibility", str(tuple(keypoints.shape[:-1])))
+    if visibility is not None:  # any numeric or bool dtype (COCO's 0/1/2 flags work as they are)
+        if not isinstance(visibility, Tensor):
+            raise ValueError(f"visibility must be a tensor of shape {tuple(keypoints.shape[:-1])}; got {visibility!r}")
         if visibility.shape != keypoints.shape[:-1]:
             raise ValueError(
                 f"visibility must have the keypoints' shape without the last axis, "

@@ -767,3 +767,29 @@ def test_zero_instances_render_zero_maps_in_torch_and_ort():
     ort_heatmaps, ort_weights = model(kp)
     assert ort_heatmaps.shape == (2, 3, 5, 4) and ort_weights.shape == (2, 3)
     assert torch.equal(ort_heatmaps, heatmaps) and torch.equal(ort_weights, weights)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("instances", [False, True])
+@pytest.mark.parametrize("sigma", [0.8, 2.0, 3.7])
+def test_table_path_equals_general_path(sigma, instances, dtype):
+    """A Python-number sigma (table lookup) and the same sigma as a 0-d tensor (general path) agree bit for bit."""
+    g = torch.Generator().manual_seed(70)
+    shape = (3, 2, 9, 2) if instances else (3, 9, 2)
+    kp = (torch.rand(*shape, generator=g, dtype=torch.float64) * 40 - 10).to(dtype)  # on, near and off a 14x11 map
+    kp.view(-1, 2)[::7, 0] = float("nan")
+    kp.view(-1, 2)[3::11, 1] = float("inf")
+    vis = (torch.rand(shape[:-1], generator=g) > 0.2).to(dtype)
+    number = gaussian_heatmaps(kp, (14, 11), sigma, visibility=vis)
+    tensor = gaussian_heatmaps(kp, (14, 11), torch.tensor(sigma, dtype=dtype), visibility=vis)
+    assert number[1].any() and not number[1].all()  # the sample mixes rendered and dropped keypoints
+    for a, b in zip(number, tensor, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("flags", [torch.tensor([[0, 1, 2]]), torch.tensor([[False, True, True]])])
+def test_integer_and_bool_visibility(flags):
+    """COCO's integer flags (0 unlabeled, 1 occluded, 2 visible) and bools work as they are."""
+    kp = torch.tensor([[[3.0, 3.0], [5.0, 4.0], [6.0, 2.0]]])
+    _, weights = gaussian_heatmaps(kp, (8, 8), 1.0, visibility=flags)
+    assert weights.tolist() == [[0.0, 1.0, 1.0]]
