@@ -1,0 +1,94 @@
+"""Parity harness: run an exported model on several runtimes and compare with PyTorch.
+
+``assert_parity(module, inputs)`` is the entry point for users' own test suites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from export_tools.exporter import to_onnx
+from export_tools.parity.compare import OutputStats, compare_output, tolerance_for
+from export_tools.parity.report import SCHEMA, Case, ParityReport
+from export_tools.parity.runners import OrtRunner, ReferenceRunner, RunnerUnavailableError, TorchRunner
+
+__all__ = [
+    "SCHEMA",
+    "Case",
+    "OrtRunner",
+    "OutputStats",
+    "ParityReport",
+    "ReferenceRunner",
+    "RunnerUnavailableError",
+    "TorchRunner",
+    "assert_parity",
+    "check_parity",
+    "compare_output",
+]
+
+
+def _runner(kind: str, model: bytes):
+    if kind in ("cpu", "cuda"):
+        return OrtRunner(model, kind)
+    if kind == "reference":
+        return ReferenceRunner(model)
+    raise ValueError(f"runtime must be 'cpu', 'cuda' or 'reference'; got {kind!r}")
+
+
+def check_parity(
+    module: torch.nn.Module,
+    inputs: Mapping[str, Sequence[torch.Tensor]] | Sequence[torch.Tensor],
+    *,
+    runtimes: Sequence[str] = ("cpu",),
+    emit: str = "function",
+    opset: int = 18,
+    dynamic_shapes: Any = None,
+    tolerances: Mapping[str, tuple[float, float]] | None = None,
+    model: bytes | None = None,
+) -> ParityReport:
+    """Exports ``module`` (unless ``model`` bytes are given) and compares every runtime with PyTorch.
+
+    Args:
+        module: the PyTorch reference, run at its own dtype.
+        inputs: one input tuple, or named input tuples (``{"peaked": (x,), "empty": (x0,)}``); the
+            first set is the export example.
+        runtimes: any of ``"cpu"``, ``"cuda"`` (ONNX Runtime) and ``"reference"`` (onnx.reference).
+            A runtime that cannot run raises :class:`RunnerUnavailableError`.
+        tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs);
+            defaults by output dtype.
+    """
+    sets = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": tuple(inputs)}
+    first = next(iter(sets.values()))
+    if model is None:
+        model = to_onnx(module, tuple(first), emit=emit, opset=opset, dynamic_shapes=dynamic_shapes).SerializeToString()
+    reference = TorchRunner(module)
+    runners = [_runner(kind, model) for kind in runtimes]
+    described = [reference.describe()] + [r.describe() for r in runners]
+    report = ParityReport(model=type(module).__name__, runtimes=described)
+    import onnx
+
+    names = [o.name for o in onnx.load_from_string(model).graph.output]
+    for set_name, tensors in sets.items():
+        feeds = [t.detach().cpu().numpy() for t in tensors]
+        shapes, dtypes = [list(f.shape) for f in feeds], [str(f.dtype) for f in feeds]
+        report.inputs.append({"name": set_name, "shapes": shapes, "dtypes": dtypes})
+        expected = reference.run(feeds)
+        for runner in runners:
+            actual = runner.run(feeds)
+            stats = [
+                compare_output(n, e, a, *tolerance_for(e.dtype, (tolerances or {}).get(n)))
+                for n, e, a in zip(names, expected, actual, strict=True)
+            ]
+            report.cases.append(Case(set_name, runner.name, reference.name, stats))
+    return report
+
+
+def assert_parity(module: torch.nn.Module, inputs: Any, **kwargs: Any) -> ParityReport:
+    """:func:`check_parity`, raising ``AssertionError`` with the table when any output departs."""
+    report = check_parity(module, inputs, **kwargs)
+    if not report.passed:
+        raise AssertionError("parity check failed:\n" + report.table())
+    return report

@@ -1,0 +1,85 @@
+"""Parity reports: a JSON document with a schema version, and a readable table."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from export_tools.parity.compare import OutputStats
+
+SCHEMA = "kpx.parity/1"
+
+
+@dataclass
+class Case:
+    """One input set run on one runtime, compared with the reference runtime."""
+
+    inputs: str
+    runtime: str
+    reference: str
+    outputs: list[OutputStats]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+
+@dataclass
+class ParityReport:
+    """Everything a parity run compared, and the verdict."""
+
+    model: str
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    runtimes: list[dict[str, str]] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(c.passed for c in self.cases)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "host": {"python": platform.python_version(), "machine": platform.machine()},
+            "model": self.model,
+            "inputs": self.inputs,
+            "runtimes": self.runtimes,
+            "cases": [self._case(c) for c in self.cases],
+            "verdict": "pass" if self.passed else "fail",
+        }
+
+    @staticmethod
+    def _case(case: Case) -> dict[str, Any]:
+        return {
+            "inputs": case.inputs,
+            "runtime": case.runtime,
+            "reference": case.reference,
+            "passed": case.passed,
+            "outputs": [o.as_dict() for o in case.outputs],
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.as_dict(), indent=2, allow_nan=True) + "\n")
+        return path
+
+    def table(self) -> str:
+        """One line per (input set, runtime, output)."""
+        head = (
+            f"{'inputs':<24} {'runtime':<14} {'output':<12} {'max abs':>10} {'max rel':>10} {'p99 abs':>10} nan/inf  ok"
+        )
+        lines = [head, "-" * len(head)]
+        for case in self.cases:
+            for o in case.outputs:
+                pattern = ("=" if o.nan_pattern_equal else "!") + ("=" if o.inf_pattern_equal else "!")
+                lines.append(
+                    f"{case.inputs[:24]:<24} {case.runtime[:14]:<14} {o.name[:12]:<12} {o.max_abs:>10.2e} "
+                    f"{o.max_rel:>10.2e} {o.p99_abs:>10.2e} {pattern:^7}  {'yes' if o.passed else 'NO'}"
+                )
+        lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'} ({len(self.cases)} cases)")
+        return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""The parity harness: comparator statistics, reports, runners, and the op x emit x dtype x runtime matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import custom_ops
+from custom_ops import list_ops
+from export_tools import to_onnx
+from export_tools.models import OpModel
+from export_tools.parity import SCHEMA, OrtRunner, RunnerUnavailableError, assert_parity, check_parity, compare_output
+
+REQUIRE_CUDA = os.environ.get("KPX_REQUIRE_CUDA") == "1"
+
+
+def cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+# --- comparator -------------------------------------------------------------------------------------------
+
+
+def test_compare_passes_within_tolerance_and_reports_the_worst_index():
+    expected = np.zeros((2, 3), np.float32)
+    actual = expected.copy()
+    actual[1, 2] = 5e-6
+    stats = compare_output("y", expected, actual, rtol=0.0, atol=1e-5)
+    assert stats.passed and stats.worst_index == [1, 2]
+    assert stats.max_abs == pytest.approx(5e-6)
+    assert not compare_output("y", expected, actual, rtol=0.0, atol=1e-6).passed
+
+
+def test_compare_nan_and_inf_patterns_must_match():
+    expected = np.array([1.0, np.nan, np.inf], np.float32)
+    assert compare_output("y", expected, expected.copy(), 1e-5, 1e-5).passed
+    moved_nan = np.array([np.nan, 1.0, np.inf], np.float32)
+    stats = compare_output("y", expected, moved_nan, 1e-5, 1e-5)
+    assert not stats.passed and not stats.nan_pattern_equal
+    flipped_inf = np.array([1.0, np.nan, -np.inf], np.float32)
+    stats = compare_output("y", expected, flipped_inf, 1e-5, 1e-5)
+    assert not stats.passed and not stats.inf_pattern_equal
+
+
+def test_compare_shape_mismatch_and_empty():
+    assert not compare_output("y", np.zeros((2, 3)), np.zeros((3, 2)), 1e-5, 1e-5).passed
+    assert compare_output("y", np.zeros((0, 3)), np.zeros((0, 3)), 1e-5, 1e-5).passed
+
+
+def test_p99_and_mean_are_statistics_of_the_finite_errors():
+    expected = np.zeros(1000)
+    actual = np.zeros(1000)
+    actual[:5] = 1.0  # 0.5% of the values
+    stats = compare_output("y", expected, actual, 0.0, 2.0)
+    assert stats.p99_abs == 0.0 and stats.max_abs == 1.0 and stats.mean_abs == pytest.approx(0.005)
+
+
+# --- harness and report ---------------------------------------------------------------------------------
+
+
+def test_assert_parity_on_adversarial_inputs_writes_a_versioned_report(tmp_path):
+    model = custom_ops.SpatialSoftArgmax2d(normalized_coordinates=False)
+    x = torch.randn(2, 3, 6, 5)
+    nan_channel = x.clone()
+    nan_channel[0, 1] = float("nan")
+    inputs = {"random": (x,), "nan_channel": (nan_channel,), "empty_batch": (torch.randn(0, 3, 6, 5),)}
+    report = assert_parity(model, inputs, runtimes=["cpu", "reference"], dynamic_shapes=({0: "B"},))
+    assert report.passed and len(report.cases) == 6
+    doc = json.loads(report.write_json(tmp_path / "report.json").read_text())
+    assert doc["schema"] == SCHEMA and doc["verdict"] == "pass"
+    assert [i["name"] for i in doc["inputs"]] == ["random", "nan_channel", "empty_batch"]
+    assert {r["runtime"] for r in doc["runtimes"]} == {"torch", "ort-cpu", "onnx-reference"}
+    assert "verdict: PASS" in report.table()
+
+
+def test_a_departing_runtime_fails_with_the_table():
+    """The ONNX file of a different temperature must not pass as the PyTorch model's."""
+    x = torch.randn(2, 3, 6, 5)
+    other = to_onnx(custom_ops.SpatialSoftArgmax2d(3.0), (x,)).SerializeToString()
+    with pytest.raises(AssertionError, match="verdict: FAIL"):
+        assert_parity(custom_ops.SpatialSoftArgmax2d(1.0), (x,), model=other)
+
+
+def test_tolerance_overrides_by_output_name():
+    x = torch.randn(1, 2, 4, 4)
+    other = to_onnx(custom_ops.SpatialSoftArgmax2d(1.001), (x,)).SerializeToString()
+    model = custom_ops.SpatialSoftArgmax2d(1.0)
+    assert not check_parity(model, (x,), model=other).passed
+    assert check_parity(model, (x,), model=other, tolerances={"spatial_soft_argmax2d": (0.0, 0.1)}).passed
+
+
+def test_unknown_runtime_is_a_value_error():
+    with pytest.raises(ValueError, match="runtime must be"):
+        check_parity(custom_ops.SpatialSoftmax2d(), (torch.randn(1, 1, 2, 2),), runtimes=["tpu"])
+
+
+@pytest.mark.skipif(cuda_available(), reason="this machine has a CUDA EP; the error path cannot be shown")
+def test_cuda_requested_without_cuda_ep_is_an_error_with_the_fix():
+    model = to_onnx(custom_ops.SpatialSoftmax2d(), (torch.randn(1, 1, 2, 2),)).SerializeToString()
+    with pytest.raises(RunnerUnavailableError, match="fix: "):
+        OrtRunner(model, "cuda")
+
+
+# --- the matrix: every op x emit x dtype x runtime ------------------------------------------------------
+
+MATRIX = [
+    pytest.param(spec, sample, id=f"{spec.name}-{sample.name}") for spec in list_ops() for sample in spec.samples()[:1]
+]
+
+
+@pytest.mark.parametrize("runtime", ["cpu", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("emit", ["function", "inline"])
+@pytest.mark.parametrize(("spec", "sample"), MATRIX)
+def test_parity_matrix(spec, sample, emit, dtype, runtime):
+    if runtime == "cuda" and not cuda_available():
+        if REQUIRE_CUDA:
+            pytest.fail("KPX_REQUIRE_CUDA=1 but onnxruntime has no CUDAExecutionProvider")
+        pytest.skip("no CUDA execution provider (set KPX_REQUIRE_CUDA=1 to make this a failure)")
+    model = OpModel(spec, sample).to(dtype)
+    inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in model.example_inputs())
+    model.args = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in model.args]
+    model.kwargs = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                    for k, v in model.kwargs.items()}  # fmt: skip
+    proto = to_onnx(model, inputs, emit=emit, input_names=model.input_names())
+    tolerance = spec.tolerances[dtype]  # from the registry, per op and dtype
+    names = [o.name for o in proto.graph.output]
+    report = check_parity(model, inputs, runtimes=[runtime], model=proto.SerializeToString(),
+                          tolerances=dict.fromkeys(names, tolerance))  # fmt: skip
+    assert report.passed, report.table()
