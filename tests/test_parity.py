@@ -136,3 +136,57 @@ def test_parity_matrix(spec, sample, emit, dtype, runtime):
     report = check_parity(model, inputs, runtimes=[runtime], model=proto.SerializeToString(),
                           tolerances=dict.fromkeys(names, tolerance))  # fmt: skip
     assert report.passed, report.table()
+
+
+# --- localisation ---------------------------------------------------------------------------------------
+
+
+def _argmax_model() -> bytes:
+    """Relu -> ArgMax -> Cast. With a NaN in a row ORT's ArgMax skips it, onnx.reference (numpy) picks it."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+            helper.make_node("ArgMax", ["r"], ["a"], name="argmax", axis=1, keepdims=0),
+            helper.make_node("Cast", ["a"], ["y"], name="cast", to=TensorProto.FLOAT),
+        ],
+        "argmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B"])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10).SerializeToString()
+
+
+class TorchArgmax(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.argmax(torch.relu(x), dim=1).float()  # torch picks the NaN, like numpy
+
+
+def test_first_divergence_names_the_node_where_ort_departs():
+    from export_tools.parity import first_divergence
+
+    x = np.array([[1.0, np.nan, 3.0, 2.0], [0.0, 1.0, 2.0, 3.0]], np.float32)
+    found = first_divergence(_argmax_model(), [x])
+    assert found is not None
+    assert (found.node, found.op_type, found.output) == ("argmax", "ArgMax", "a")  # not relu (NaN in place)
+    assert first_divergence(_argmax_model(), [np.nan_to_num(x)]) is None
+
+
+def test_failing_case_is_localised_in_the_report():
+    x = torch.tensor([[1.0, float("nan"), 3.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    report = check_parity(TorchArgmax(), (x,), model=_argmax_model())
+    assert not report.passed
+    (case,) = report.cases
+    assert case.divergence is not None and case.divergence.op_type == "ArgMax"
+    assert "first diverging node" in report.table()
+
+
+def test_kpx_functions_are_inlined_and_agree_node_by_node():
+    """Every node inside the kpx function bodies agrees with onnx.reference on ORT CPU."""
+    from export_tools.parity import first_divergence
+
+    x = torch.randn(2, 3, 6, 5)
+    x[0, 1] = float("nan")
+    model = to_onnx(custom_ops.SpatialSoftArgmax2d(0.5, temperature_mode="divide"), (x,)).SerializeToString()
+    assert first_divergence(model, [x.numpy()]) is None

@@ -12,12 +12,14 @@ import torch
 
 from export_tools.exporter import to_onnx
 from export_tools.parity.compare import OutputStats, compare_output, tolerance_for
+from export_tools.parity.localize import Divergence, first_divergence
 from export_tools.parity.report import SCHEMA, Case, ParityReport
 from export_tools.parity.runners import OrtRunner, ReferenceRunner, RunnerUnavailableError, TorchRunner
 
 __all__ = [
     "SCHEMA",
     "Case",
+    "Divergence",
     "OrtRunner",
     "OutputStats",
     "ParityReport",
@@ -27,6 +29,7 @@ __all__ = [
     "assert_parity",
     "check_parity",
     "compare_output",
+    "first_divergence",
 ]
 
 
@@ -48,6 +51,7 @@ def check_parity(
     dynamic_shapes: Any = None,
     tolerances: Mapping[str, tuple[float, float]] | None = None,
     model: bytes | None = None,
+    localize: bool = True,
 ) -> ParityReport:
     """Exports ``module`` (unless ``model`` bytes are given) and compares every runtime with PyTorch.
 
@@ -59,6 +63,7 @@ def check_parity(
             A runtime that cannot run raises :class:`RunnerUnavailableError`.
         tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs);
             defaults by output dtype.
+        localize: on an ORT mismatch, name the first node that departs from ``onnx.reference``.
     """
     sets = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": tuple(inputs)}
     first = next(iter(sets.values()))
@@ -82,7 +87,10 @@ def check_parity(
                 compare_output(n, e, a, *tolerance_for(e.dtype, (tolerances or {}).get(n)))
                 for n, e, a in zip(names, expected, actual, strict=True)
             ]
-            report.cases.append(Case(set_name, runner.name, reference.name, stats))
+            case = Case(set_name, runner.name, reference.name, stats)
+            if localize and not case.passed and isinstance(runner, OrtRunner):
+                case.divergence = first_divergence(model, feeds, runner.provider)
+            report.cases.append(case)
     return report
 
 

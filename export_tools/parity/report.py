@@ -22,6 +22,7 @@ class Case:
     runtime: str
     reference: str
     outputs: list[OutputStats]
+    divergence: Any = None  # a localize.Divergence when the case failed and was localised
 
     @property
     def passed(self) -> bool:
@@ -61,6 +62,7 @@ class ParityReport:
             "reference": case.reference,
             "passed": case.passed,
             "outputs": [o.as_dict() for o in case.outputs],
+            "divergence": case.divergence.as_dict() if case.divergence else None,
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -81,5 +83,6 @@ class ParityReport:
                     f"{case.inputs[:24]:<24} {case.runtime[:14]:<14} {o.name[:12]:<12} {o.max_abs:>10.2e} "
                     f"{o.max_rel:>10.2e} {o.p99_abs:>10.2e} {pattern:^7}  {'yes' if o.passed else 'NO'}"
                 )
+        lines += [f"{c.inputs} on {c.runtime}: {c.divergence}" for c in self.cases if c.divergence]
         lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'} ({len(self.cases)} cases)")
         return "\n".join(lines)
