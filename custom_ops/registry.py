@@ -88,6 +88,7 @@ class OpSpec:
         build_function: ``(kpx_opset, default_opset) -> OnnxFunction`` (onnxscript,
             script mode); called lazily, once per target opset.
         samples: ``() -> list[Sample]``: representative calls for generic tests.
+        adversarial: ``() -> {name: inputs}``: SPEC.md's bad inputs, for the parity harness.
         tolerances: ``{dtype: (rtol, atol)}`` for runtime-vs-PyTorch comparisons.
         conventions: where coordinates come in or out, which convention and why.
     """
@@ -107,6 +108,13 @@ class OpSpec:
     tolerances: Tolerances
     conventions: str = ""
     version: int = DOMAIN_VERSION
+    #: ``() -> {name: inputs}``: adversarial input sets (SPEC.md's bad inputs) for the model built from
+    #: :meth:`export_sample`, each a tuple of that model's input tensors (other shapes, same ranks)
+    adversarial: Callable[[], dict[str, tuple]] | None = None
+
+    def export_sample(self) -> Sample:
+        """The first sample with dynamic dims: the export that adversarial inputs run through."""
+        return next(s for s in self.samples() if s.dynamic is not None)
 
     def function_proto(self, opset: int = MIN_OPSET):
         """The ONNX ``FunctionProto`` of this op, authored at ``opset``."""

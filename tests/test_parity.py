@@ -190,3 +190,22 @@ def test_kpx_functions_are_inlined_and_agree_node_by_node():
     x[0, 1] = float("nan")
     model = to_onnx(custom_ops.SpatialSoftArgmax2d(0.5, temperature_mode="divide"), (x,)).SerializeToString()
     assert first_divergence(model, [x.numpy()]) is None
+
+
+# --- adversarial suites from the registry ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [s for s in list_ops() if s.adversarial], ids=lambda s: s.name)
+def test_adversarial_suite_parity_on_ort_cpu(spec):
+    """Every op's SPEC bad inputs, through one dynamic export: same values and the same NaN/Inf places."""
+    sample = spec.export_sample()
+    model = OpModel(spec, sample)
+    inputs = {"export_sample": model.example_inputs(), **spec.adversarial()}
+    proto = to_onnx(model, model.example_inputs(), dynamic_shapes=model.dynamic_shapes(sample),
+                    input_names=model.input_names())  # fmt: skip
+    tolerance = spec.tolerances[torch.float32]
+    names = [o.name for o in proto.graph.output]
+    report = check_parity(model, inputs, runtimes=["cpu"], model=proto.SerializeToString(),
+                          tolerances=dict.fromkeys(names, tolerance))  # fmt: skip
+    assert report.passed, report.table()
+    assert len(report.cases) == len(inputs)

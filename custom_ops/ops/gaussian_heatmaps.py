@@ -381,6 +381,18 @@ def samples() -> list[Sample]:
     ]
 
 
+def adversarial() -> dict[str, tuple]:
+    """SPEC.md's bad inputs for ``keypoints (B, K, 2)`` and ``visibility (B, K)`` (B, K dynamic in the export)."""
+    kp = torch.tensor([[[3.0, 4.0], [-100.0, 5.0], [5.0, 1e30], [float("nan"), 2.0], [float("inf"), 2.0], [8.0, 8.0]]])
+    vis = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
+    return {
+        "off_map_nan_inf_invisible": (kp, vis),
+        "window_edges": (torch.tensor([[[-6.0, 0.0], [-7.0, 0.0], [25.0, 23.0], [26.0, 30.0]]]), torch.ones(1, 4)),
+        "empty_batch": (torch.zeros(0, 6, 2), torch.ones(0, 6)),
+        "no_keypoints": (torch.zeros(2, 0, 2), torch.ones(2, 0)),
+    }
+
+
 SPEC = register(
     OpSpec(
         name="gaussian_heatmaps",
@@ -409,6 +421,7 @@ SPEC = register(
         ),
         build_function=build_function,
         samples=samples,
+        adversarial=adversarial,
         tolerances={torch.float32: (1e-6, 1e-6), torch.float16: (1e-3, 1e-3), torch.float64: (1e-6, 1e-6)},
         conventions="keypoints in pixels by default; normalized input mapped by align_corners; centre floor(p + 0.5)",
     )

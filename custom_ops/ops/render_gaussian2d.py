@@ -173,6 +173,19 @@ def samples() -> list[Sample]:
     ]
 
 
+def adversarial() -> dict[str, tuple]:
+    """SPEC.md's bad inputs for ``mean (B, K, 2)``, ``std (B, K, 2)`` (B and K dynamic in the export)."""
+    mean = torch.tensor([[[0.0, 0.0], [30.0, -30.0], [float("nan"), 0.2]]])
+    std = torch.tensor([[[0.2, 0.2], [0.1, 0.1], [0.3, 0.3]]])
+    return {
+        "far_off_and_nan": (mean, std),
+        "huge_std": (mean[:, :1], torch.full((1, 1, 2), 1e30)),
+        "tiny_std": (mean[:, :1] + 0.013, torch.full((1, 1, 2), 1e-3)),
+        "empty_batch": (torch.zeros(0, 3, 2), torch.ones(0, 3, 2)),
+        "no_keypoints": (torch.zeros(2, 0, 2), torch.ones(2, 0, 2)),
+    }
+
+
 SPEC = register(
     OpSpec(
         name="render_gaussian2d",
@@ -190,6 +203,7 @@ SPEC = register(
         attributes=(OnnxAttribute("size", "ints", None, "(H, W)"), *COORDINATE_ATTRIBUTES),
         build_function=build_function,
         samples=samples,
+        adversarial=adversarial,
         tolerances={torch.float32: (1e-5, 1e-6), torch.float16: (1e-3, 1e-4), torch.float64: (1e-5, 1e-6)},
         conventions="mean/std in pixels or normalized units (align_corners True: kornia / False: dsntnn)",
     )

@@ -128,6 +128,22 @@ def samples() -> list[Sample]:
     ]
 
 
+def adversarial() -> dict[str, tuple]:
+    """SPEC.md's bad inputs for probability maps ``(B, N, H, W)`` (all four dims dynamic in the export)."""
+    peaked = torch.zeros(2, 3, 5, 7)
+    peaked[:, :, 4, 6] = 1.0
+    nan = torch.full((2, 3, 5, 7), 1.0 / 35)
+    nan[0, 1, 2, 2] = float("nan")
+    return {
+        "peaked_corner": (peaked,),
+        "flat": (torch.full((2, 3, 5, 7), 1.0 / 35),),
+        "nan_channel": (nan,),
+        "empty_batch": (torch.rand(0, 3, 5, 7),),
+        "no_channels": (torch.rand(2, 0, 5, 7),),
+        "single_row": (torch.full((2, 3, 1, 7), 1.0 / 7),),
+    }
+
+
 SPEC = register(
     OpSpec(
         name="spatial_expectation2d",
@@ -142,6 +158,7 @@ SPEC = register(
         attributes=COORDINATE_ATTRIBUTES,
         build_function=build_function,
         samples=samples,
+        adversarial=adversarial,
         tolerances={torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 2e-3), torch.float64: (1e-5, 1e-5)},
         conventions="output (x, y): pixel, or normalized with align_corners True (kornia) / False (dsntnn)",
     )
