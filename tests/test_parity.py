@@ -209,3 +209,49 @@ def test_adversarial_suite_parity_on_ort_cpu(spec):
                           tolerances=dict.fromkeys(names, tolerance))  # fmt: skip
     assert report.passed, report.table()
     assert len(report.cases) == len(inputs)
+
+
+# --- inputs from the model: seeded random, .npz ---------------------------------------------------------
+
+
+def _dynamic_head() -> tuple[torch.nn.Module, bytes]:
+    model = custom_ops.SpatialSoftArgmax2d(normalized_coordinates=False)
+    proto = to_onnx(model, (torch.randn(2, 3, 6, 5),), dynamic_shapes=({0: "B", 2: "H", 3: "W"},))
+    return model, proto.SerializeToString()
+
+
+def test_random_inputs_follow_the_specs_and_the_seed():
+    from export_tools.parity import input_specs, random_inputs
+
+    model, onnx_bytes = _dynamic_head()
+    ((name, dtype, dims),) = input_specs(onnx_bytes)
+    assert name == "input"
+    assert dtype == np.float32 and dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
+    sizes = dict(zip((dims[0], dims[2], dims[3]), (4, 9, 7)))
+    (a,) = random_inputs(onnx_bytes, dims=sizes, seed=3)
+    (b,) = random_inputs(onnx_bytes, dims=sizes, seed=3)
+    (c,) = random_inputs(onnx_bytes, dims=sizes, seed=4)
+    assert a.shape == (4, 3, 9, 7) and np.array_equal(a, b) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="symbolic dims"):
+        random_inputs(onnx_bytes)
+    report = check_parity(model, {"random": (a,)}, model=onnx_bytes, input_meta={"random": {"seed": 3}})
+    assert report.passed and report.as_dict()["inputs"][0]["seed"] == 3
+
+
+def test_npz_inputs_are_matched_by_name_and_checked(tmp_path):
+    from export_tools.parity import load_npz
+
+    model, onnx_bytes = _dynamic_head()
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "ok.npz", input=x)
+    (loaded,) = load_npz(tmp_path / "ok.npz", onnx_bytes)
+    assert np.array_equal(loaded, x)
+    assert check_parity(model, {"user": (loaded,)}, model=onnx_bytes).passed
+    np.savez(tmp_path / "wrong_name.npz", images=x)
+    with pytest.raises(ValueError, match="has no array 'input'"):
+        load_npz(tmp_path / "wrong_name.npz", onnx_bytes)
+    np.savez(tmp_path / "wrong_shape.npz", input=x[:, :2])
+    with pytest.raises(ValueError, match="the model expects"):
+        load_npz(tmp_path / "wrong_shape.npz", onnx_bytes)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_npz(tmp_path / "missing.npz", onnx_bytes)

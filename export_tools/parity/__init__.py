@@ -12,6 +12,7 @@ import torch
 
 from export_tools.exporter import to_onnx
 from export_tools.parity.compare import OutputStats, compare_output, tolerance_for
+from export_tools.parity.inputs import input_specs, load_npz, random_inputs
 from export_tools.parity.localize import Divergence, first_divergence
 from export_tools.parity.report import SCHEMA, Case, ParityReport
 from export_tools.parity.runners import OrtRunner, ReferenceRunner, RunnerUnavailableError, TorchRunner
@@ -30,6 +31,9 @@ __all__ = [
     "check_parity",
     "compare_output",
     "first_divergence",
+    "input_specs",
+    "load_npz",
+    "random_inputs",
 ]
 
 
@@ -52,6 +56,7 @@ def check_parity(
     tolerances: Mapping[str, tuple[float, float]] | None = None,
     model: bytes | None = None,
     localize: bool = True,
+    input_meta: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ParityReport:
     """Exports ``module`` (unless ``model`` bytes are given) and compares every runtime with PyTorch.
 
@@ -64,8 +69,12 @@ def check_parity(
         tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs);
             defaults by output dtype.
         localize: on an ORT mismatch, name the first node that departs from ``onnx.reference``.
+        input_meta: per input set, extra facts for the report (``{"random": {"seed": 0}}``).
+
+    Input tensors may be torch tensors or numpy arrays (from :func:`random_inputs`, :func:`load_npz`).
     """
     sets = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": tuple(inputs)}
+    sets = {k: tuple(torch.as_tensor(t) for t in v) for k, v in sets.items()}
     first = next(iter(sets.values()))
     if model is None:
         model = to_onnx(module, tuple(first), emit=emit, opset=opset, dynamic_shapes=dynamic_shapes).SerializeToString()
@@ -79,7 +88,8 @@ def check_parity(
     for set_name, tensors in sets.items():
         feeds = [t.detach().cpu().numpy() for t in tensors]
         shapes, dtypes = [list(f.shape) for f in feeds], [str(f.dtype) for f in feeds]
-        report.inputs.append({"name": set_name, "shapes": shapes, "dtypes": dtypes})
+        meta = (input_meta or {}).get(set_name, {})
+        report.inputs.append({"name": set_name, "shapes": shapes, "dtypes": dtypes, **meta})
         expected = reference.run(feeds)
         for runner in runners:
             actual = runner.run(feeds)
