@@ -255,3 +255,33 @@ def test_npz_inputs_are_matched_by_name_and_checked(tmp_path):
         load_npz(tmp_path / "wrong_shape.npz", onnx_bytes)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_npz(tmp_path / "missing.npz", onnx_bytes)
+
+
+# --- float64 truth and errors in pixels -----------------------------------------------------------------
+
+
+def test_truth_adds_cases_against_float64_for_the_reference_and_each_runtime():
+    x = torch.randn(2, 3, 16, 12) * 3
+    report = check_parity(custom_ops.SpatialSoftArgmax2d(), {"random": (x,)}, runtimes=["cpu"], truth=True)
+    pairs = [(c.runtime, c.reference) for c in report.cases]
+    assert pairs == [("torch", "torch-float64"), ("ort-cpu", "torch-float64"), ("ort-cpu", "torch")]
+    assert report.passed
+    assert {r["runtime"] for r in report.runtimes} == {"torch", "torch-float64", "ort-cpu"}
+
+
+def test_float16_model_is_judged_against_float64_truth_with_half_tolerances():
+    model = custom_ops.SpatialSoftArgmax2d(normalized_coordinates=False).half()
+    x = (torch.randn(2, 3, 8, 6) * 4).half()
+    report = check_parity(model, (x,), runtimes=["cpu"], truth=True)
+    truth_cases = [c for c in report.cases if c.reference == "torch-float64"]
+    assert truth_cases and all(c.passed for c in truth_cases), report.table()
+    assert all(o.dtype == "float16" and o.rtol == 1e-3 for c in truth_cases for o in c.outputs)
+
+
+def test_coordinate_errors_in_pixels():
+    expected = np.zeros((1, 2, 2))
+    actual = np.array([[[0.01, 0.0], [0.0, 0.02]]])  # normalized units
+    stats = compare_output("xy", expected, actual, 0.0, 1.0, pixels_per_unit=(47 / 2, 63 / 2))
+    assert stats.max_abs == pytest.approx(0.02)
+    assert stats.max_abs_px == pytest.approx(0.02 * 63 / 2)  # the y error dominates once scaled
+    assert compare_output("xy", expected, actual, 0.0, 1.0).max_abs_px is None

@@ -57,6 +57,8 @@ def check_parity(
     model: bytes | None = None,
     localize: bool = True,
     input_meta: Mapping[str, Mapping[str, Any]] | None = None,
+    truth: bool = False,
+    pixels_per_unit: Mapping[str, tuple[float, float]] | None = None,
 ) -> ParityReport:
     """Exports ``module`` (unless ``model`` bytes are given) and compares every runtime with PyTorch.
 
@@ -70,6 +72,9 @@ def check_parity(
             defaults by output dtype.
         localize: on an ORT mismatch, name the first node that departs from ``onnx.reference``.
         input_meta: per input set, extra facts for the report (``{"random": {"seed": 0}}``).
+        truth: also run PyTorch in float64 and compare the model-dtype reference and every runtime
+            with it (cases whose ``reference`` is ``torch-float64``).
+        pixels_per_unit: ``{output_name: (sx, sy)}`` for coordinate outputs: errors also in pixels.
 
     Input tensors may be torch tensors or numpy arrays (from :func:`random_inputs`, :func:`load_npz`).
     """
@@ -80,7 +85,8 @@ def check_parity(
         model = to_onnx(module, tuple(first), emit=emit, opset=opset, dynamic_shapes=dynamic_shapes).SerializeToString()
     reference = TorchRunner(module)
     runners = [_runner(kind, model) for kind in runtimes]
-    described = [reference.describe()] + [r.describe() for r in runners]
+    truth_runner = TorchRunner(module, float64=True) if truth else None
+    described = [r.describe() for r in [reference, truth_runner, *runners] if r is not None]
     report = ParityReport(model=type(module).__name__, runtimes=described)
     import onnx
 
@@ -91,13 +97,22 @@ def check_parity(
         meta = (input_meta or {}).get(set_name, {})
         report.inputs.append({"name": set_name, "shapes": shapes, "dtypes": dtypes, **meta})
         expected = reference.run(feeds)
+
+        def compare(against: list, actual: list) -> list[OutputStats]:
+            stats = []
+            for n, e, a in zip(names, against, actual, strict=True):
+                tol = tolerance_for(a.dtype, (tolerances or {}).get(n))  # the dtype of the output under test
+                stats.append(compare_output(n, e, a, *tol, pixels_per_unit=(pixels_per_unit or {}).get(n)))
+            return stats
+
+        if truth_runner is not None:
+            exact = truth_runner.run(feeds)
+            report.cases.append(Case(set_name, reference.name, truth_runner.name, compare(exact, expected)))
         for runner in runners:
             actual = runner.run(feeds)
-            stats = [
-                compare_output(n, e, a, *tolerance_for(e.dtype, (tolerances or {}).get(n)))
-                for n, e, a in zip(names, expected, actual, strict=True)
-            ]
-            case = Case(set_name, runner.name, reference.name, stats)
+            if truth_runner is not None:
+                report.cases.append(Case(set_name, runner.name, truth_runner.name, compare(exact, actual)))
+            case = Case(set_name, runner.name, reference.name, compare(expected, actual))
             if localize and not case.passed and isinstance(runner, OrtRunner):
                 case.divergence = first_divergence(model, feeds, runner.provider)
             report.cases.append(case)

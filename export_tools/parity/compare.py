@@ -28,14 +28,26 @@ class OutputStats:
     inf_pattern_equal: bool
     shape_equal: bool
     passed: bool
+    max_abs_px: float | None = None  # coordinate outputs: the largest error in pixels, when a scale was given
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, rtol: float, atol: float) -> OutputStats:
+def compare_output(
+    name: str,
+    expected: np.ndarray,
+    actual: np.ndarray,
+    rtol: float,
+    atol: float,
+    pixels_per_unit: tuple[float, float] | None = None,
+) -> OutputStats:
     """Compares one output. Non-finite values must sit at the same places (and infinities have the same sign);
-    finite ones must satisfy ``|actual - expected| <= atol + rtol * |expected|``."""
+    finite ones must satisfy ``|actual - expected| <= atol + rtol * |expected|``.
+
+    For a coordinate output ``(..., 2)`` as ``(x, y)``, ``pixels_per_unit=(sx, sy)`` also reports the
+    largest error in pixels (normalized coordinates with ``align_corners=True`` on an ``H x W`` map:
+    ``((W - 1) / 2, (H - 1) / 2)``; pixel coordinates: ``(1, 1)``)."""
     expected = np.asarray(expected)
     actual = np.asarray(actual)
     shape_equal = expected.shape == actual.shape
@@ -53,6 +65,9 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, rtol: fl
     rel = np.where(finite, err / np.maximum(np.abs(e), np.finfo(np.float64).tiny), 0.0)
     worst = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else None
     within = bool(np.all(err <= atol + rtol * np.abs(np.where(finite, e, 0.0))))
+    max_px = None
+    if pixels_per_unit is not None and err.ndim and err.shape[-1] == 2:
+        max_px = float((err * np.asarray(pixels_per_unit, np.float64)).max()) if err.size else 0.0
     return OutputStats(
         **base,
         max_abs=float(err.max()) if err.size else 0.0,
@@ -64,11 +79,12 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, rtol: fl
         inf_pattern_equal=inf_equal,
         shape_equal=True,
         passed=within and nan_equal and inf_equal,
+        max_abs_px=max_px,
     )
 
 
 def tolerance_for(dtype: np.dtype, overrides: tuple[float, float] | None = None) -> tuple[float, float]:
-    """``(rtol, atol)``: the override, else the default for the output's dtype."""
+    """``(rtol, atol)``: the override, else the default for the dtype of the output under test."""
     if overrides is not None:
         return overrides
     return DEFAULT_TOLERANCES.get(str(np.dtype(dtype)), DEFAULT_TOLERANCES["float32"])

@@ -73,15 +73,18 @@ class ParityReport:
     def table(self) -> str:
         """One line per (input set, runtime, output)."""
         head = (
-            f"{'inputs':<24} {'runtime':<14} {'output':<12} {'max abs':>10} {'max rel':>10} {'p99 abs':>10} nan/inf  ok"
+            f"{'inputs':<20} {'runtime':<14} {'vs':<14} {'output':<12} {'max abs':>9} {'max rel':>9} "
+            f"{'p99 abs':>9} {'max px':>8} nan/inf  ok"
         )
         lines = [head, "-" * len(head)]
         for case in self.cases:
             for o in case.outputs:
                 pattern = ("=" if o.nan_pattern_equal else "!") + ("=" if o.inf_pattern_equal else "!")
+                px = f"{o.max_abs_px:>8.1e}" if o.max_abs_px is not None else f"{'-':>8}"
                 lines.append(
-                    f"{case.inputs[:24]:<24} {case.runtime[:14]:<14} {o.name[:12]:<12} {o.max_abs:>10.2e} "
-                    f"{o.max_rel:>10.2e} {o.p99_abs:>10.2e} {pattern:^7}  {'yes' if o.passed else 'NO'}"
+                    f"{case.inputs[:20]:<20} {case.runtime[:14]:<14} {case.reference[:14]:<14} {o.name[:12]:<12} "
+                    f"{o.max_abs:>9.2e} {o.max_rel:>9.2e} {o.p99_abs:>9.2e} {px} {pattern:^7}  "
+                    f"{'yes' if o.passed else 'NO'}"
                 )
         lines += [f"{c.inputs} on {c.runtime}: {c.divergence}" for c in self.cases if c.divergence]
         lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'} ({len(self.cases)} cases)")
