@@ -8,6 +8,7 @@ their providers are asserted.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,11 +41,11 @@ class TorchRunner:
 
     def __post_init__(self) -> None:
         self.name = self.name or ("torch-float64" if self.float64 else "torch")
+        if self.float64:  # a float64 copy, made once; the caller's module is left alone
+            self.module = copy.deepcopy(self.module).double()
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-        import copy
-
-        module = copy.deepcopy(self.module).double() if self.float64 else self.module
+        module = self.module
         args = [torch.from_numpy(np.ascontiguousarray(a)) for a in feeds]
         if self.float64:
             args = [a.double() if a.is_floating_point() else a for a in args]
