@@ -173,6 +173,77 @@ def test_first_divergence_names_the_node_where_ort_departs():
     assert first_divergence(_argmax_model(), [np.nan_to_num(x)]) is None
 
 
+def _cancellation_model(dtype: int = 1) -> bytes:
+    """(x + 1e4) - 1e4 - x: zero in exact arithmetic; float32/float16 round x at the Add and show it at the Sub."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    big = numpy_helper.from_array(np.array(1e4, helper.tensor_dtype_to_np_dtype(dtype)), "big")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "x"], ["sq"], name="square"),
+            helper.make_node("Add", ["sq", "big"], ["shifted"], name="shift"),
+            helper.make_node("Sub", ["shifted", "big"], ["back"], name="unshift"),
+            helper.make_node("Sub", ["back", "sq"], ["y"], name="residual"),
+        ],
+        "cancellation",
+        [helper.make_tensor_value_info("x", dtype, ["B"])],
+        [helper.make_tensor_value_info("y", dtype, ["B"])],
+        [big],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10).SerializeToString()
+
+
+def test_localisation_compares_against_float64_not_the_graph_precision():
+    """ORT and a float32 numpy evaluation agree on the rounded values; the float64 truth names the node."""
+    from onnx.reference import ReferenceEvaluator
+
+    from export_tools.parity import first_divergence
+
+    x = np.array([0.123456, 0.5, 0.987654], np.float32)
+    model = _cancellation_model()
+    float32_ref = ReferenceEvaluator(model).run(None, {"x": x}, intermediate=True)
+    runner = OrtRunner(model)
+    np.testing.assert_array_equal(runner.run([x])[0], float32_ref["y"])  # same-precision oracle sees nothing
+    found = first_divergence(model, [x])
+    assert found is not None
+    # x*x + 1e4 keeps ~7 digits of the sum: relative error ~1e-8 passes; the Sub exposes it as ~1e-4 relative.
+    assert (found.node, found.op_type, found.dtype) == ("unshift", "Sub", "float32")
+    assert found.max_abs > 1e-5
+    assert "float64 reference" in str(found)
+
+
+def test_localisation_of_a_float16_graph_finds_the_overflowing_node():
+    """x*x overflows float16 at x = 300 (90000 > 65504): the Mul is named, by its Inf pattern.
+
+    (ORT CPU runs chains of float16 elementwise ops in float32 between inserted Casts, so the cancellation
+    of the float32 test does not show in float16 on ORT; an overflow does.)"""
+    from export_tools.parity import first_divergence
+
+    model = _cancellation_model(10)  # 10 = FLOAT16
+    found = first_divergence(model, [np.array([0.5, 300.0], np.float16)])
+    assert found is not None
+    assert (found.node, found.dtype, found.inf_pattern_equal) == ("square", "float16", False)
+    assert first_divergence(model, [np.array([0.0, 4.0], np.float16)]) is None  # exact all the way
+
+
+def test_promote_to_float64_changes_floats_only():
+    import onnx
+    import onnx.inliner
+
+    from export_tools.parity.localize import promote_to_float64
+
+    x = torch.randn(2, 3, 5, 4)
+    model = onnx.inliner.inline_local_functions(to_onnx(custom_ops.SpatialSoftArgmax2d(0.5), (x,)))
+    promoted = promote_to_float64(model)
+    onnx.checker.check_model(promoted)
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE for i in promoted.graph.input)
+    casts = [a.i for n in promoted.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    assert onnx.TensorProto.FLOAT not in casts
+    assert onnx.TensorProto.BOOL in casts  # non-float casts untouched
+    with pytest.raises(ValueError, match="inlined"):
+        promote_to_float64(to_onnx(custom_ops.SpatialSoftArgmax2d(0.5), (x,)))
+
+
 def test_failing_case_is_localised_in_the_report():
     x = torch.tensor([[1.0, float("nan"), 3.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
     report = check_parity(TorchArgmax(), (x,), model=_argmax_model())
