@@ -52,18 +52,20 @@ def test_function_body_at_every_opset(spec, opset):
     assert set(fn.attribute) | {a.name for a in fn.attribute_proto} == declared
     # a one-node model using the function passes the full checker (types and shapes inferred through the body)
     ranks = {"input": 4, "temperature": 0, "mean": 3, "std": 3, "keypoints": 3, "sigma": 0, "visibility": 2}
+    ranks |= {"heatmaps": 4, "boxes": 2}
     inputs = [
         helper.make_tensor_value_info(p.name, onnx.TensorProto.FLOAT, [f"{p.name}{i}" for i in range(ranks[p.name])])
         for p in spec.inputs
     ]
-    out_ranks = {"spatial_softmax2d": [4], "render_gaussian2d": [4], "gaussian_heatmaps": [4, 2]}.get(spec.name, [3])
+    sample = spec.samples()[0]  # output ranks from an eager call
+    outs = spec.functional(*sample.args, **sample.kwargs)
+    out_ranks = [t.dim() for t in (outs if isinstance(outs, tuple) else (outs,))]
     outputs = [
         helper.make_tensor_value_info(p.name, onnx.TensorProto.FLOAT, [None] * rank)
         for p, rank in zip(spec.outputs, out_ranks, strict=True)
     ]
     attrs = {a.name: a.default for a in spec.attributes if a.default is not None}
-    if any(a.name == "size" for a in spec.attributes):
-        attrs["size"] = [4, 5]
+    attrs |= {a.name: [4, 5] for a in spec.attributes if a.default is None and a.kind == "ints"}  # size=(H, W)
     node = helper.make_node(
         spec.onnx_op_type, [p.name for p in spec.inputs], [p.name for p in spec.outputs], domain=DOMAIN, **attrs
     )
