@@ -20,9 +20,14 @@ DOMAIN = "kpx"
 DOMAIN_VERSION = 1
 """Version of the ``kpx`` domain that this release writes."""
 
-MIN_OPSET = 18
+MIN_OPSET = 15
 MAX_OPSET = 21
-"""Default-domain opsets that function bodies are authored for."""
+"""Default-domain opsets that function bodies are authored for.
+
+15 is the floor: a body is generic over its input type ``T`` (float, float16, bfloat16, double)
+and must return ``T`` after computing in float32, which needs ``CastLike`` (opset 15); ``Cast``
+needs the type spelled out. 17 is the highest that TensorRT 8.x reads.
+"""
 
 #: tolerance table type: ``{dtype: (rtol, atol)}``
 Tolerances = dict[torch.dtype, tuple[float, float]]
@@ -160,10 +165,18 @@ def get_op(name: str) -> OpSpec:
 
 def check_opset(opset: int) -> int:
     """Validates a target default-domain opset."""
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise ValueError(f"opset must be an int in [{MIN_OPSET}, {MAX_OPSET}]; got {opset!r}")
+    if opset < MIN_OPSET:
         raise ValueError(
-            f"opset must be an int in [{MIN_OPSET}, {MAX_OPSET}]; got {opset!r}. "
-            f"Pass opset={MIN_OPSET} for the widest runtime support."
+            f"opset must be >= {MIN_OPSET}, the lowest that kpx function bodies can be written in "
+            f"(they return their input's dtype with CastLike, new in opset 15); got {opset}. "
+            f"Pass opset={MIN_OPSET} for the widest runtime support (opset=17 for TensorRT 8.x)."
+        )
+    if opset > MAX_OPSET:
+        raise ValueError(
+            f"opset must be <= {MAX_OPSET}, the newest that kpx function bodies are tested at; got {opset}. "
+            f"Pass opset={MAX_OPSET} or lower."
         )
     return opset
 

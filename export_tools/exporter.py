@@ -1,9 +1,12 @@
 """``export``: torch.onnx (dynamo) underneath, kpx nodes with bodies on top.
 
 Steps: trace with the kpx translation table (each kpx torch op becomes ONE
-``kpx`` node), attach the op's ``FunctionProto`` authored at the target opset,
-record versions in the metadata, inline if asked, run the full ONNX checker,
-then write the file atomically.
+``kpx`` node) at opset 18 or the target if newer, lower the graph to the target
+when it is older (:mod:`export_tools.downgrade`; torch's own fallback converter
+cannot lower ``Split``, ``Pad``, ``Identity`` and keeps opset 18 when it fails),
+attach the op's ``FunctionProto`` authored at the target opset, record versions
+in the metadata, inline if asked, run the full ONNX checker, then write the file
+atomically.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from custom_ops import __version__
 from custom_ops.registry import DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
+from export_tools.downgrade import EXPORT_OPSET, OpsetConversionError, default_opset, downgrade, lower_ir_version
 
 EMIT_MODES = ("function", "inline")
 _DTYPE_NAMES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -153,7 +157,7 @@ def to_onnx(
     try:
         with _quiet_exporter() as log:
             program = torch.onnx.export(
-                model, args, dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
+                model, args, dynamo=True, opset_version=max(opset, EXPORT_OPSET), dynamic_shapes=dynamic_shapes,
                 custom_translation_table=translation_table(), input_names=input_names,
                 output_names=output_names, verbose=False,
             )  # fmt: skip
@@ -162,9 +166,18 @@ def to_onnx(
     finally:
         model.train(was_training)
     proto = program.model_proto
+    if opset < EXPORT_OPSET:
+        try:
+            proto = downgrade(proto, opset)
+        except OpsetConversionError as exc:
+            raise ExportError(str(exc)) from exc
+    if default_opset(proto) != opset:
+        raise ExportError(f"torch.onnx wrote opset {default_opset(proto)}, not the requested {opset}")
     attach_functions(proto, opset)
     if emit == "inline":
         proto = inline_functions(proto)
+    if opset < EXPORT_OPSET:
+        lower_ir_version(proto)  # IR 8 (inline) or 9 (function defaults), readable by older runtimes
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
@@ -217,7 +230,8 @@ def export(
         args: example inputs (a tuple, or one tensor).
         path: output file; written atomically (a failed export writes nothing and
             leaves an existing file untouched).
-        opset: default-domain opset, 18 to 21.
+        opset: default-domain opset, 15 to 21 (17 for TensorRT 8.x). Below 18, the graph is
+            exported at 18 and lowered; an op with no equivalent at ``opset`` is an ``ExportError``.
         dynamic_shapes: as ``torch.onnx.export``, e.g. ``({0: "B", 2: "H", 3: "W"},)``.
         emit: ``"function"`` keeps one ``kpx`` node per op call with its function body
             attached; ``"inline"`` writes standard ONNX only (no ``kpx`` domain).

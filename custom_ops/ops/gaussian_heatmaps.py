@@ -343,9 +343,10 @@ def build_function(kpx, op):
         # instances (rank 4): element-wise max over axis 1 (a non-negative axis: empty inputs stay safe).
         # The condition is an attribute, so runtimes fold this If away at load time. Max(., 0) maps the
         # -inf of a max over zero instances to 0 and changes nothing else (every value is >= 0).
+        # axes by keyword: onnxscript makes it an input at opset >= 18 and the attribute below 18.
         if op.Cast(instances, to=_BOOL):
-            maps = op.Max(op.ReduceMax(op.MatMul(col, row), [1], keepdims=0), op.CastLike(zero, keypoints))
-            out_weights = op.Max(op.ReduceMax(weights, [1], keepdims=0), op.CastLike(zero, weights))
+            maps = op.Max(op.ReduceMax(op.MatMul(col, row), axes=[1], keepdims=0), op.CastLike(zero, keypoints))
+            out_weights = op.Max(op.ReduceMax(weights, axes=[1], keepdims=0), op.CastLike(zero, weights))
         else:
             maps = op.MatMul(col, row)
             out_weights = op.Identity(weights)
