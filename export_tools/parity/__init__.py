@@ -46,7 +46,7 @@ def _runner(kind: str, model: bytes):
 
 
 def check_parity(
-    module: torch.nn.Module,
+    module: torch.nn.Module | None,
     inputs: Mapping[str, Sequence[torch.Tensor]] | Sequence[torch.Tensor],
     *,
     runtimes: Sequence[str] = ("cpu",),
@@ -59,11 +59,13 @@ def check_parity(
     input_meta: Mapping[str, Mapping[str, Any]] | None = None,
     truth: bool = False,
     pixels_per_unit: Mapping[str, tuple[float, float]] | None = None,
+    reference_dtype: torch.dtype | None = None,
 ) -> ParityReport:
     """Exports ``module`` (unless ``model`` bytes are given) and compares every runtime with PyTorch.
 
     Args:
-        module: the PyTorch reference, run at its own dtype.
+        module: the PyTorch reference, run at its own dtype. ``None`` (with ``model`` given): the
+            reference is a float64 evaluation of the ONNX graph itself with onnx.reference.
         inputs: one input tuple, or named input tuples (``{"peaked": (x,), "empty": (x0,)}``); the
             first set is the export example.
         runtimes: any of ``"cpu"``, ``"cuda"`` (ONNX Runtime) and ``"reference"`` (onnx.reference).
@@ -75,19 +77,23 @@ def check_parity(
         truth: also run PyTorch in float64 and compare the model-dtype reference and every runtime
             with it (cases whose ``reference`` is ``torch-float64``).
         pixels_per_unit: ``{output_name: (sx, sy)}`` for coordinate outputs: errors also in pixels.
+        reference_dtype: cast floating inputs to this dtype for PyTorch (e.g. ``torch.float32`` to judge
+            a float16 export against the float32 model).
 
     Input tensors may be torch tensors or numpy arrays (from :func:`random_inputs`, :func:`load_npz`).
     """
     sets = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": tuple(inputs)}
     sets = {k: tuple(torch.as_tensor(t) for t in v) for k, v in sets.items()}
     first = next(iter(sets.values()))
+    if module is None and model is None:
+        raise ValueError("check_parity needs a module, or model bytes to judge against their float64 evaluation")
     if model is None:
         model = to_onnx(module, tuple(first), emit=emit, opset=opset, dynamic_shapes=dynamic_shapes).SerializeToString()
-    reference = TorchRunner(module)
+    reference = ReferenceRunner(model, float64=True) if module is None else TorchRunner(module, dtype=reference_dtype)
     runners = [_runner(kind, model) for kind in runtimes]
-    truth_runner = TorchRunner(module, float64=True) if truth else None
+    truth_runner = TorchRunner(module, float64=True) if truth and module is not None else None
     described = [r.describe() for r in [reference, truth_runner, *runners] if r is not None]
-    report = ParityReport(model=type(module).__name__, runtimes=described)
+    report = ParityReport(model=type(module).__name__ if module is not None else "onnx", runtimes=described)
     import onnx
 
     names = [o.name for o in onnx.load_from_string(model).graph.output]

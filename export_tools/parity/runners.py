@@ -33,22 +33,27 @@ def _flatten(outputs: Any) -> list[torch.Tensor]:
 
 @dataclass
 class TorchRunner:
-    """PyTorch eager on CPU. ``float64=True`` is the "truth": model and floating inputs in float64."""
+    """PyTorch eager on CPU. ``float64=True`` is the "truth": model and floating inputs in float64.
+
+    ``dtype`` runs the module as given but casts floating inputs to ``dtype`` first (an fp16 export
+    judged against the float32 model: ``dtype=torch.float32``)."""
 
     module: torch.nn.Module
     float64: bool = False
     name: str = field(default="")
+    dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
         self.name = self.name or ("torch-float64" if self.float64 else "torch")
         if self.float64:  # a float64 copy, made once; the caller's module is left alone
             self.module = copy.deepcopy(self.module).double()
+            self.dtype = torch.float64
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         module = self.module
         args = [torch.from_numpy(np.ascontiguousarray(a)) for a in feeds]
-        if self.float64:
-            args = [a.double() if a.is_floating_point() else a for a in args]
+        if self.dtype is not None:
+            args = [a.to(self.dtype) if a.is_floating_point() else a for a in args]
         with torch.no_grad():
             outputs = _flatten(module.eval()(*args))
         return [o.detach().cpu().numpy() for o in outputs]
@@ -111,16 +116,29 @@ class OrtRunner:
 
 @dataclass
 class ReferenceRunner:
-    """``onnx.reference.ReferenceEvaluator``: slow, pure numpy; for small inputs."""
+    """``onnx.reference.ReferenceEvaluator``: slow, pure numpy; for small inputs.
+
+    ``float64=True`` evaluates an inlined float64 copy of the graph (the truth when no PyTorch model
+    is at hand; see :func:`export_tools.parity.localize.promote_to_float64`)."""
 
     model: bytes
-    name: str = "onnx-reference"
+    name: str = ""
+    float64: bool = False
+
+    def __post_init__(self) -> None:
+        self.name = self.name or ("onnx-ref-float64" if self.float64 else "onnx-reference")
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         import onnx
+        import onnx.inliner
         from onnx.reference import ReferenceEvaluator
 
         proto = onnx.load_from_string(self.model)
+        if self.float64:
+            from export_tools.parity.localize import promote_to_float64
+
+            proto = promote_to_float64(onnx.inliner.inline_local_functions(proto))
+            feeds = [np.asarray(f).astype(np.float64) if np.asarray(f).dtype.kind == "f" else f for f in feeds]
         evaluator = ReferenceEvaluator(proto)
         names = [i.name for i in proto.graph.input]
         return list(evaluator.run(None, dict(zip(names, feeds, strict=True))))

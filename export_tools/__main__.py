@@ -1,0 +1,5 @@
+"""``python -m export_tools``: the kpx command line."""
+
+from export_tools.cli import main
+
+raise SystemExit(main())

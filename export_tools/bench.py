@@ -1,0 +1,85 @@
+"""``kpx bench``: latency of PyTorch eager vs ONNX Runtime (CPU, and CUDA when it works), median and spread.
+
+Each runtime is timed in its own block (warm-up, then calls until its share of the time budget is spent):
+ORT's worker threads spin after a call and would steal the cores from PyTorch if calls were interleaved.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Timing:
+    runtime: str
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    calls: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_calls(
+    fn: Callable[[], object], seconds: float, *, warmup: int = 2, max_calls: int = 10000, tick=None
+) -> tuple[float, float, float, int]:
+    """Median, 10th and 90th percentile milliseconds of ``fn`` over about ``seconds`` (at least 5 calls)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while len(times) < 5 or (time.perf_counter() < end and len(times) < max_calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        if tick is not None:
+            tick()
+    q = np.percentile(times, [10, 90])
+    return statistics.median(times), float(q[0]), float(q[1]), len(times)
+
+
+def bench(
+    model: bytes,
+    feeds: Sequence[np.ndarray],
+    *,
+    module=None,
+    providers: Sequence[str] = ("cpu",),
+    seconds: float = 3.0,
+    tick=None,
+) -> list[Timing]:
+    """Times ``module`` (PyTorch eager, when given) and ``model`` on each ORT provider."""
+    import torch
+
+    from export_tools.parity.runners import OrtRunner
+
+    share = seconds / (len(providers) + (module is not None))
+    rows = []
+    if module is not None:
+        args = [torch.from_numpy(np.ascontiguousarray(f)) for f in feeds]
+        module = module.eval()
+
+        def eager():
+            with torch.inference_mode():
+                module(*args)
+
+        rows.append(Timing("torch-eager", *time_calls(eager, share, tick=tick)))
+    for provider in providers:
+        runner = OrtRunner(model, provider)
+        rows.append(Timing(runner.name, *time_calls(lambda r=runner: r.run(feeds), share, tick=tick)))
+    return rows
+
+
+def format_timings(rows: Sequence[Timing]) -> str:
+    base = rows[0].median_ms if rows else 1.0
+    lines = [f"{'runtime':<14} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'calls':>6} {'vs first':>9}"]
+    for r in rows:
+        ratio = base / r.median_ms if r.median_ms else float("inf")
+        lines.append(f"{r.runtime:<14} {r.median_ms:>10.3f} {r.p10_ms:>9.3f} {r.p90_ms:>9.3f} {r.calls:>6} "
+                     f"{ratio:>8.2f}x")  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""What an ONNX file holds: inputs and outputs with symbolic dims, opsets, kpx ops, functions, node counts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from custom_ops.registry import DOMAIN
+
+
+def load_onnx(path: str | Path):
+    """Loads an ONNX file or raises ``ValueError`` naming the problem (missing file, not ONNX)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist; check the path")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+
+
+def _value(value) -> dict[str, Any]:
+    from onnx import helper
+
+    tensor = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "?"
+    return {"name": value.name, "dtype": dtype, "shape": dims}
+
+
+def _nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _nodes(sub)
+
+
+def inspect_model(model) -> dict[str, Any]:
+    """A JSON-ready summary of ``model`` (an ``onnx.ModelProto``)."""
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    functions = {(f.domain, f.name): f for f in model.functions}
+    used = Counter((n.domain or "ai.onnx", n.op_type) for n in _nodes(model.graph))
+    meta = {p.key: p.value for p in model.metadata_props}
+    kpx_nodes = sorted(op for (domain, op) in used if domain == DOMAIN)
+    kpx_ops = [
+        {
+            "op_type": op,
+            "count": used[(DOMAIN, op)],
+            "domain_version": opsets.get(DOMAIN),
+            "function": (DOMAIN, op) in functions,
+        }
+        for op in kpx_nodes
+    ]
+    try:  # the exporter records {op_type: count} of the kpx nodes before any inlining
+        exported = sorted(json.loads(meta.get("kpx.ops", "{}")))
+    except (ValueError, TypeError):
+        exported = []
+    if kpx_nodes:
+        form = "function" if all(o["function"] for o in kpx_ops) else "kpx nodes without bodies"
+    elif exported:
+        form = "inline"
+    else:
+        form = "no kpx ops"
+    return {
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [_value(v) for v in model.graph.input],
+        "outputs": [_value(v) for v in model.graph.output],
+        "opset_imports": opsets,
+        "kpx": {"form": form, "ops": kpx_ops, "exported_ops": exported, "version": meta.get("kpx.version")},
+        "functions": [{"domain": d, "name": n, "nodes": len(f.node)} for (d, n), f in functions.items()],
+        "nodes": len(model.graph.node),
+        "node_counts": dict(sorted(Counter(n.op_type for n in model.graph.node).items(), key=lambda kv: -kv[1])),
+        "initializers": len(model.graph.initializer),
+        "metadata": meta,
+    }
+
+
+def format_inspection(info: dict[str, Any]) -> str:
+    """The human-readable form of :func:`inspect_model`."""
+
+    def values(items):
+        return [f"  {v['name']}: {v['dtype']}[{', '.join(str(d) for d in v['shape'])}]" for v in items]
+
+    kpx = info["kpx"]
+    lines = ["inputs:", *values(info["inputs"]), "outputs:", *values(info["outputs"])]
+    lines.append("opsets: " + ", ".join(f"{d} {v}" for d, v in info["opset_imports"].items()))
+    lines.append(f"kpx: {kpx['form']}" + (f" (kpx {kpx['version']})" if kpx["version"] else ""))
+    for op in kpx["ops"]:
+        body = "function body attached" if op["function"] else "NO function body"
+        lines.append(f"  {DOMAIN}.{op['op_type']} v{op['domain_version']} x{op['count']}: {body}")
+    if kpx["form"] == "inline":
+        lines.append(f"  inlined into standard ONNX: {', '.join(kpx['exported_ops'])}")
+    if info["functions"]:
+        lines.append(
+            "functions: " + ", ".join(f"{f['domain']}.{f['name']} ({f['nodes']} nodes)" for f in info["functions"])
+        )
+    counts = ", ".join(f"{op} {n}" for op, n in info["node_counts"].items())
+    lines.append(f"nodes: {info['nodes']} ({counts})")
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""What the command line loads: models from ``MODEL`` specs, checkpoints, and input shapes.
+
+Every problem raises :class:`UsageError` with one line naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class UsageError(Exception):
+    """Bad input from the user (exit code 2); the message names the problem and the fix."""
+
+
+class RuntimeMissingError(Exception):
+    """A requested runtime or package is missing (exit code 3); the message names the fix."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to export: the module, its input names, and example inputs where known."""
+
+    module: torch.nn.Module
+    input_names: list[str]
+    example: dict[str, torch.Tensor] = field(default_factory=dict)
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
+    source: str = ""
+
+
+def load_model(spec: str, weights: str | None = None) -> LoadedModel:
+    """Loads ``package.module:factory``, ``path/to/file.py:factory`` or ``builtin:<op>``."""
+    if spec.startswith("builtin:"):
+        if weights:
+            raise UsageError("--weights does not apply to builtin: models (they have no parameters); drop it")
+        return _builtin(spec.removeprefix("builtin:"))
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise UsageError(
+            f"MODEL {spec!r} is not 'package.module:factory', 'path/to/file.py:factory' or 'builtin:<op>'; "
+            "e.g. mypkg.models:build_head"
+        )
+    factory = _resolve(_import(target), attr, spec)
+    if not callable(factory):
+        raise UsageError(f"{spec!r} is a {type(factory).__name__}, not a callable factory; point at a function")
+    try:
+        module = factory()
+    except Exception as exc:
+        raise UsageError(
+            f"factory {spec!r} raised {type(exc).__name__}: {exc}; fix the factory or its defaults"
+        ) from None
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(f"factory {spec!r} returned {type(module).__name__}; it must return a torch.nn.Module")
+    if weights:
+        load_weights(module, weights)
+    return LoadedModel(module.eval(), _forward_names(module), source=spec)
+
+
+def _builtin(name: str) -> LoadedModel:
+    from custom_ops import list_ops
+    from export_tools.models import OpModel
+
+    names = [s.name for s in list_ops()]
+    if name not in names:
+        raise UsageError(f"builtin:{name} is not a kpx op; choose one of {', '.join(names)} (see `kpx ops`)")
+    spec = next(s for s in list_ops() if s.name == name)
+    sample = spec.export_sample()
+    model = OpModel(spec, sample)
+    input_names = model.input_names()
+    dynamic = {}
+    for n, dims in zip(input_names, sample.dynamic or (), strict=False):
+        if dims:
+            dynamic[n] = {int(d): str(s) for d, s in dims.items()}
+    return LoadedModel(model, input_names, dict(zip(input_names, model.example_inputs())), dynamic, f"builtin:{name}")
+
+
+def _import(target: str) -> Any:
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise UsageError(f"model file {target!r} does not exist; check the path")
+        name = "kpx_user_" + re.sub(r"\W", "_", path.stem)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise UsageError(f"importing {target!r} raised {type(exc).__name__}: {exc}") from None
+        return module
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules in the working directory are found
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"cannot import {target!r} ({exc}); install the package or run kpx from its directory"
+        ) from None
+    except Exception as exc:
+        raise UsageError(f"importing {target!r} raised {type(exc).__name__}: {exc}") from None
+
+
+def _resolve(module: Any, attr: str, spec: str) -> Any:
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            available = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            raise UsageError(f"{spec!r}: {part!r} not found; callables there: {', '.join(available[:12]) or 'none'}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _forward_names(module: torch.nn.Module) -> list[str]:
+    if hasattr(module, "input_names"):
+        return list(module.input_names())
+    params = inspect.signature(module.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def load_weights(module: torch.nn.Module, path: str) -> None:
+    """Loads a ``state_dict`` from ``.safetensors`` or a torch checkpoint with ``weights_only=True``.
+
+    A checkpoint holding ``{"state_dict": ...}`` or ``{"model": ...}`` (mmpose, timm, detectron-style) is
+    unwrapped. Arbitrary pickles are refused by ``weights_only=True``."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"weights file {path!r} does not exist; check the path")
+    if file.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise RuntimeMissingError(
+                "reading .safetensors needs the safetensors package; pip install safetensors"
+            ) from None
+        try:
+            state = load_file(str(file))
+        except Exception as exc:
+            raise UsageError(f"{path!r} is not a readable safetensors file: {exc}") from None
+    else:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(
+                f"{path!r} cannot be loaded with weights_only=True ({first}); save a plain state_dict "
+                "(torch.save(model.state_dict(), path)) or a .safetensors file"
+            ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"{path!r} does not hold a state_dict of tensors; save model.state_dict()")
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise UsageError(
+            f"{path!r} does not fit the model: missing keys {result.missing_keys[:5]}, unexpected keys "
+            f"{result.unexpected_keys[:5]}; pass the checkpoint of this architecture"
+        )
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "float64": torch.float64, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}  # fmt: skip
+
+
+def parse_input(text: str) -> tuple[str, list[int], torch.dtype | None]:
+    """``NAME:1x17x64x48`` or ``NAME:1x17x64x48:float16`` (a 0-d tensor: ``NAME:scalar``)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError(f"--input {text!r} is not NAME:SHAPE[:DTYPE]; e.g. --input heatmaps:1x17x64x48")
+    name, shape_text = parts[0], parts[1]
+    dtype = None
+    if len(parts) == 3:
+        if parts[2] not in _DTYPES:
+            raise UsageError(f"--input {text!r}: dtype {parts[2]!r} is not one of {', '.join(sorted(_DTYPES))}")
+        dtype = _DTYPES[parts[2]]
+    if shape_text == "scalar":
+        return name, [], dtype
+    try:
+        shape = [int(d) for d in shape_text.lower().split("x")]
+    except ValueError:
+        raise UsageError(f"--input {text!r}: shape {shape_text!r} must be sizes joined by x, e.g. 1x17x64x48") from None
+    if any(d < 0 for d in shape):
+        raise UsageError(f"--input {text!r}: sizes must be >= 0")
+    return name, shape, dtype
+
+
+def parse_dynamic(text: str) -> tuple[str, dict[int, str]]:
+    """``NAME:0,2,3`` (dims named ``NAME_dim0`` ...) or ``NAME:0=B,2=H,3=W`` (symbolic names, shared
+    across inputs: the same name is the same size)."""
+    name, sep, dims_text = text.partition(":")
+    if not sep or not name or not dims_text:
+        raise UsageError(f"--dynamic {text!r} is not NAME:DIMS; e.g. --dynamic heatmaps:0,2,3 or heatmaps:0=B,2=H")
+    dims = {}
+    for item in dims_text.split(","):
+        index, eq, symbol = item.partition("=")
+        if not index.strip().isdigit() or (eq and not re.fullmatch(r"[A-Za-z_]\w*", symbol)):
+            raise UsageError(f"--dynamic {text!r}: {item!r} must be a dim index (2) or index=Name (2=H)")
+        dims[int(index)] = symbol if eq else f"{name}_dim{int(index)}"
+    return name, dims
+
+
+def make_inputs(
+    loaded: LoadedModel, inputs: list[str], dynamic: list[str], *, seed: int = 0
+) -> tuple[tuple[torch.Tensor, ...], tuple | None]:
+    """Example tensors (seeded) and ``dynamic_shapes`` for the export, from ``--input``/``--dynamic``."""
+    shapes = {}
+    for text in inputs:
+        name, shape, dtype = parse_input(text)
+        if name not in loaded.input_names:
+            raise UsageError(f"--input {name!r}: the model's inputs are {loaded.input_names}; use one of those names")
+        shapes[name] = (shape, dtype)
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for name in loaded.input_names:
+        example = loaded.example.get(name)
+        if name in shapes:
+            shape, dtype = shapes[name]
+            dtype = dtype or (example.dtype if example is not None else torch.float32)
+            if dtype.is_floating_point:
+                tensors.append(torch.randn(shape, generator=generator).to(dtype))
+            elif dtype == torch.bool:
+                tensors.append(torch.rand(shape, generator=generator) > 0.5)
+            else:
+                tensors.append(torch.randint(0, 8, shape, generator=generator).to(dtype))
+        elif example is not None:
+            tensors.append(example)
+        else:
+            raise UsageError(f"no shape for input {name!r}; add --input {name}:1x17x64x48 (its real shape)")
+    specs = dict(loaded.dynamic)
+    for text in dynamic:
+        name, dims = parse_dynamic(text)
+        if name not in loaded.input_names:
+            raise UsageError(f"--dynamic {name!r}: the model's inputs are {loaded.input_names}; use one of those")
+        rank = tensors[loaded.input_names.index(name)].dim()
+        bad = [d for d in dims if d >= rank]
+        if bad:
+            raise UsageError(f"--dynamic {text!r}: input {name!r} has rank {rank}, so dims {bad} do not exist")
+        specs[name] = dims
+    if not specs:
+        return tuple(tensors), None
+    per_input = tuple(specs.get(n) or None for n in loaded.input_names)
+    params = inspect.signature(loaded.module.forward).parameters.values()
+    if any(p.kind == p.VAR_POSITIONAL for p in params):  # forward(*inputs): one nested tuple
+        return tuple(tensors), (per_input,)
+    return tuple(tensors), per_input

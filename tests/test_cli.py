@@ -1,0 +1,426 @@
+"""The kpx command line, in-process (``main(argv)``) and through real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from custom_ops import list_ops
+from export_tools import cli
+from export_tools.doctor import Finding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEAD = textwrap.dedent(
+    """
+    import torch
+    import custom_ops
+
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(8, 5, 1)
+            self.soft_argmax = custom_ops.SpatialSoftArgmax2d(normalized_coordinates=False)
+
+        def forward(self, features):
+            return self.soft_argmax(self.conv(features))
+
+
+    def build():
+        return Head()
+
+
+    def broken():
+        raise RuntimeError("no config file")
+
+
+    def not_a_module():
+        return 3
+
+
+    class Baked(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.ones(2, 3)  # the batch of 2 is baked in
+
+
+    def baked():
+        return Baked()
+    """
+)
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A working directory holding head.py and its checkpoints."""
+    (tmp_path / "head.py").write_text(HEAD)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("head", None)
+    torch.manual_seed(0)
+    import head
+
+    model = head.build()
+    torch.save(model.state_dict(), tmp_path / "head.pt")
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "wrapped.pt")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
+    torch.save({"config": Finding("a", "b")}, tmp_path / "pickle.pt")  # arbitrary pickle: refused
+    return tmp_path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- kpx ops -----------------------------------------------------------------------------------------------
+
+
+def test_ops_lists_every_registered_op(capsys):
+    code, out, _ = run(capsys, "ops")
+    assert code == 0
+    for spec in list_ops():
+        assert f"{spec.name}  (kpx.{spec.onnx_op_type} v{spec.version})" in out
+        assert spec.description in out
+
+
+def test_ops_json_is_the_registry(capsys):
+    code, out, _ = run(capsys, "ops", "--json")
+    records = json.loads(out)
+    assert code == 0 and [r["name"] for r in records] == [s.name for s in list_ops()]
+    soft = next(r for r in records if r["name"] == "spatial_soft_argmax2d")
+    assert soft["onnx_op_type"] == "SpatialSoftArgmax2d" and soft["domain"] == "kpx"
+    assert {a["name"] for a in soft["attributes"]} >= {"temperature_divide", "normalized_coordinates", "align_corners"}
+    assert soft["conventions"]
+
+
+def test_ops_pattern_filters_and_unknown_pattern_is_usage_error(capsys):
+    code, out, _ = run(capsys, "ops", "softmax", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["spatial_softmax2d"]
+    code, out, err = run(capsys, "ops", "Gaussian*", "--json")  # a glob is anchored: GaussianHeatmaps only
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["gaussian_heatmaps"]
+    code, out, err = run(capsys, "ops", "nothing-like-this")
+    assert code == 2 and out == "" and "kpx ops" in err
+
+
+# --- kpx export --------------------------------------------------------------------------------------------
+
+
+def test_export_builtin_writes_a_checked_file_with_one_kpx_node(capsys, tmp_path):
+    import onnx
+
+    out = tmp_path / "op.onnx"
+    code, stdout, _ = run(capsys, "export", "builtin:spatial_soft_argmax2d", "-o", str(out))
+    assert code == 0 and f"wrote {out}" in stdout
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node] == ["SpatialSoftArgmax2d"]
+    assert [o.name for o in model.graph.output] == ["output"]  # named as in the registry
+
+
+def test_export_factory_with_weights_dynamic_dims_and_check(capsys, work):
+    import onnx
+
+    code, out, _ = run(capsys, "export", "head.py:build", "-o", "h.onnx", "--input", "features:1x8x16x12",
+                       "--dynamic", "features:0=B,2=H,3=W", "--weights", "head.pt", "--check",
+                       "--report", "r.json")  # fmt: skip
+    assert code == 0, out
+    assert "verdict: PASS" in out and "resized B=2,H=17" in out  # checked at other sizes too
+    dims = [d.dim_param or d.dim_value for d in onnx.load("h.onnx").graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["B", 8, "H", "W"]
+    report = json.loads(Path("r.json").read_text())
+    assert report["schema"] == "kpx.parity/1" and report["verdict"] == "pass"
+
+
+def test_export_loads_the_weights(capsys, work):
+    """The exported graph holds the checkpoint's weights, not the factory's fresh ones."""
+    import onnx
+    from onnx import numpy_helper
+
+    state = torch.load("head.pt", weights_only=True)
+    torch.manual_seed(123)  # the factory's own initialisation differs
+    code, _, _ = run(capsys, "export", "head:build", "-o", "h.onnx", "--input", "features:1x8x4x4",
+                     "--weights", "wrapped.pt")  # fmt: skip
+    assert code == 0
+    arrays = [numpy_helper.to_array(t) for t in onnx.load("h.onnx").graph.initializer]
+    assert any(a.shape == (5, 8, 1, 1) and np.array_equal(a, state["conv.weight"].numpy()) for a in arrays)
+
+
+def test_export_fp16_inline_opset17(capsys, tmp_path):
+    import onnx
+
+    out = tmp_path / "h.onnx"
+    code, stdout, _ = run(capsys, "export", "builtin:spatial_soft_argmax2d", "-o", str(out), "--dtype", "fp16",
+                          "--emit", "inline", "--opset", "17", "--check")  # fmt: skip
+    assert code == 0, stdout
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert {o.domain: o.version for o in model.opset_import}.get("") == 17
+    assert not model.functions and all(n.domain == "" for n in model.graph.node)
+
+
+BAD_EXPORTS = {
+    "malformed model spec": (["export", "head.py", "-o", "x.onnx"], "not 'package.module:factory'"),
+    "missing file": (["export", "nothere.py:build", "-o", "x.onnx"], "does not exist"),
+    "missing module": (["export", "no_such_pkg.mod:build", "-o", "x.onnx"], "cannot import"),
+    "missing factory": (["export", "head.py:nope", "-o", "x.onnx"], "'nope' not found"),
+    "factory raises": (["export", "head.py:broken", "-o", "x.onnx"], "raised RuntimeError: no config file"),
+    "factory returns no module": (["export", "head.py:not_a_module", "-o", "x.onnx"], "must return a torch.nn.Module"),
+    "no input shape": (["export", "head.py:build", "-o", "x.onnx"], "add --input features:"),
+    "unknown input name": (["export", "head.py:build", "-o", "x.onnx", "--input", "img:1x8x4x4"], "inputs are"),
+    "malformed shape": (["export", "head.py:build", "-o", "x.onnx", "--input", "features:1xax4"], "sizes joined"),
+    "shape does not fit": (["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x3x4x4"], "fails on"),
+    "dim out of range": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x8x4x4", "--dynamic", "features:4"],
+        "rank 4",
+    ),
+    "baked shape made dynamic": (
+        ["export", "head.py:baked", "-o", "x.onnx", "--input", "x:2x3", "--dynamic", "x:0"],
+        "tracing inferred a static shape of 2",
+    ),
+    "weights of another model": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x8x4x4", "--weights", "other.pt"],
+        "does not fit the model",
+    ),
+    "arbitrary pickle": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x8x4x4", "--weights", "pickle.pt"],
+        "weights_only=True",
+    ),
+    "missing weights": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x8x4x4", "--weights", "no.pt"],
+        "does not exist",
+    ),
+    "unknown builtin": (["export", "builtin:softmax3d", "-o", "x.onnx"], "not a kpx op"),
+    "missing output directory": (
+        ["export", "builtin:spatial_softmax2d", "-o", "nodir/x.onnx"],
+        "does not exist; create it",
+    ),
+    "bad opset": (["export", "builtin:spatial_softmax2d", "-o", "x.onnx", "--opset", "9"], "opset"),
+    "bad providers": (["export", "builtin:spatial_softmax2d", "-o", "x.onnx", "--providers", "tpu"], "--providers"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_EXPORTS), ids=lambda c: c.replace(" ", "_"))
+def test_bad_export_input_is_one_line_exit_2_and_no_file(capsys, work, case):
+    argv, message = BAD_EXPORTS[case]
+    code, _out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("kpx: error: ")
+    assert not list(work.rglob("*.onnx")) and not list(work.rglob("*.tmp"))  # no partial file
+
+
+def test_existing_output_needs_force_and_is_kept(capsys, tmp_path):
+    out = tmp_path / "x.onnx"
+    out.write_bytes(b"keep me")
+    code, _, err = run(capsys, "export", "builtin:spatial_softmax2d", "-o", str(out))
+    assert code == 2 and "--force" in err and out.read_bytes() == b"keep me"
+    code, _, _ = run(capsys, "export", "builtin:spatial_softmax2d", "-o", str(out), "--force")
+    assert code == 0 and out.read_bytes() != b"keep me"
+
+
+def test_unwritable_output_directory(capsys, tmp_path, monkeypatch):
+    """(Simulated with os.access: permission bits do not stop root, who runs CI.)"""
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)
+    code, _, err = run(capsys, "export", "builtin:spatial_softmax2d", "-o", str(tmp_path / "x.onnx"))
+    assert code == 2 and "is not writable; choose another -o path" in err
+    assert not list(tmp_path.iterdir())
+
+
+# --- kpx check ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def exported(tmp_path_factory) -> Path:
+    from export_tools import export
+    from export_tools.models import OpModel
+
+    spec = next(s for s in list_ops() if s.name == "spatial_soft_argmax2d")
+    model = OpModel(spec, spec.export_sample())
+    path = tmp_path_factory.mktemp("check") / "sa.onnx"
+    export(model, model.example_inputs(), path, dynamic_shapes=model.dynamic_shapes(spec.export_sample()),
+           input_names=model.input_names())  # fmt: skip
+    return path
+
+
+def test_check_against_float64_evaluation_with_random_inputs(capsys, exported, tmp_path):
+    report = tmp_path / "r.json"
+    code, out, _err = run(capsys, "check", str(exported), "--dim", "B=2", "--dim", "N=3", "--dim", "H=5",
+                         "--dim", "W=4", "--report", str(report))  # fmt: skip
+    assert code == 0, out
+    assert "onnx-ref-float" in out and "verdict: PASS" in out
+    data = json.loads(report.read_text())
+    assert data["inputs"][0]["seed"] == 0 and data["inputs"][0]["shapes"] == [[2, 3, 5, 4]]
+
+
+def test_check_against_a_pytorch_reference_with_npz_inputs(capsys, exported, tmp_path, work):
+    (work / "ref.py").write_text(
+        "import custom_ops\n\ndef soft():\n    return custom_ops.SpatialSoftArgmax2d(2.0, False)\n"
+        "\ndef other():\n    return custom_ops.SpatialSoftArgmax2d(1.0, True)\n"
+    )
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 7)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", input=x)
+    code, out, _ = run(
+        capsys, "check", str(exported), "--reference", "ref.py:soft", "--inputs", str(tmp_path / "x.npz")
+    )
+    assert code == 0 and "verdict: PASS" in out  # the export sample is pixel mode, temperature 2
+    code, out, _ = run(
+        capsys, "check", str(exported), "--reference", "ref.py:other", "--inputs", str(tmp_path / "x.npz")
+    )
+    assert code == 1 and "verdict: FAIL" in out  # another convention: a parity failure, exit 1
+
+
+def test_check_tolerance_flags_decide_the_verdict(capsys, exported, tmp_path, work):
+    (work / "ref.py").write_text(
+        "import torch, custom_ops\n\nclass Off(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return custom_ops.spatial_soft_argmax2d(x, 2.0, False) + 1e-3\n\ndef off():\n    return Off()\n"
+    )
+    argv = ["check", str(exported), "--reference", "ref.py:off", "--dim", "B=1", "--dim", "N=2", "--dim", "H=4",
+            "--dim", "W=4"]  # fmt: skip
+    assert run(capsys, *argv)[0] == 1
+    assert run(capsys, *argv, "--atol", "2e-3")[0] == 0
+
+
+BAD_CHECKS = {
+    "missing model": (["check", "nothere.onnx"], "does not exist"),
+    "not onnx": (["check", "head.py"], "not a readable ONNX file"),
+    "symbolic dims without sizes": (["check", "{model}"], "--dim NAME=SIZE"),
+    "malformed dim": (["check", "{model}", "--dim", "B4"], "NAME=SIZE"),
+    "missing npz": (["check", "{model}", "--inputs", "none.npz"], "does not exist"),
+    "npz without the input": (["check", "{model}", "--inputs", "wrong.npz"], "has no array 'input'"),
+    "npz of a wrong rank": (["check", "{model}", "--inputs", "rank.npz"], "the model expects"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKS), ids=lambda c: c.replace(" ", "_"))
+def test_bad_check_input_is_exit_2(capsys, work, exported, case):
+    np.savez(work / "wrong.npz", x=np.zeros((1, 2, 3, 3), np.float32))
+    np.savez(work / "rank.npz", input=np.zeros((2, 3, 3), np.float32))
+    argv, message = BAD_CHECKS[case]
+    code, out, err = run(capsys, *[a.format(model=exported) for a in argv])
+    assert code == 2 and message in err and out == ""
+
+
+def test_check_with_a_missing_cuda_provider_is_environment_error(capsys, exported):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA EP")
+    code, _, err = run(capsys, "check", str(exported), "--providers", "cuda", "--dim", "B=1", "--dim", "N=1",
+                       "--dim", "H=3", "--dim", "W=3")  # fmt: skip
+    assert code == 3 and "CUDAExecutionProvider" in err and "pip install onnxruntime-gpu" in err
+
+
+# --- kpx inspect -------------------------------------------------------------------------------------------
+
+
+def test_inspect_function_and_inline_exports(capsys, tmp_path):
+    fn, inline = tmp_path / "fn.onnx", tmp_path / "inline.onnx"
+    for path, emit in ((fn, "function"), (inline, "inline")):
+        assert run(capsys, "export", "builtin:spatial_soft_argmax2d", "-o", str(path), "--emit", emit)[0] == 0
+    code, out, _ = run(capsys, "inspect", str(fn), "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["B", "N", "H", "W"]}]
+    assert info["opset_imports"] == {"ai.onnx": 18, "kpx": 1}
+    assert info["kpx"]["form"] == "function"
+    assert info["kpx"]["ops"] == [{"op_type": "SpatialSoftArgmax2d", "count": 1, "domain_version": 1, "function": True}]
+    assert info["node_counts"] == {"SpatialSoftArgmax2d": 1}
+    info = json.loads(run(capsys, "inspect", str(inline), "--json")[1])
+    assert info["kpx"]["form"] == "inline" and info["kpx"]["exported_ops"] == ["SpatialSoftArgmax2d"]
+    assert not info["functions"] and "kpx" not in info["opset_imports"] and info["nodes"] > 5
+    code, out, _ = run(capsys, "inspect", str(fn))
+    assert "input: float32[B, N, H, W]" in out and "kpx.SpatialSoftArgmax2d v1 x1: function body attached" in out
+
+
+def test_inspect_bad_file(capsys, tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"not a protobuf at all \xff\xff")
+    code, _, err = run(capsys, "inspect", str(tmp_path / "x.onnx"))
+    assert code == 2 and "not a readable ONNX file" in err
+
+
+# --- kpx doctor --------------------------------------------------------------------------------------------
+
+
+def test_doctor_reports_versions_and_providers(capsys):
+    import onnxruntime
+
+    code, out, _ = run(capsys, "doctor", "--json")
+    info = json.loads(out)
+    assert info["versions"]["onnxruntime"] == onnxruntime.__version__
+    assert info["providers"] == onnxruntime.get_available_providers()
+    assert code == (0 if info["healthy"] else 3)
+
+
+def test_doctor_finds_both_ort_distributions(capsys, monkeypatch):
+    from export_tools import doctor
+
+    monkeypatch.setattr(
+        doctor, "installed_distributions", lambda: {"onnxruntime": "1.31.1", "onnxruntime-gpu": "1.31.1"}
+    )
+    code, out, _ = run(capsys, "doctor")
+    assert code == 3
+    assert "onnxruntime and onnxruntime-gpu are all installed" in out
+    assert "fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in out
+
+
+def test_doctor_finds_a_cuda_ep_that_cannot_load(capsys, monkeypatch):
+    from export_tools import doctor
+
+    monkeypatch.setattr(doctor, "probe_cuda_ep", lambda: "libcublasLt.so.12: cannot open shared object file")
+    code, out, _ = run(capsys, "doctor")
+    assert code == 3 and "CUDA execution provider is listed but cannot run (libcublasLt" in out and "fix:" in out
+
+
+# --- kpx bench ---------------------------------------------------------------------------------------------
+
+
+def test_bench_builtin_and_onnx_file(capsys, tmp_path):
+    code, out, _ = run(capsys, "bench", "builtin:spatial_soft_argmax2d", "--seconds", "0.3", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["runtime"] for r in rows][:2] == ["torch-eager", "ort-cpu"]
+    assert all(r["median_ms"] > 0 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] and r["calls"] >= 5 for r in rows)
+    path = tmp_path / "m.onnx"
+    assert run(capsys, "export", "builtin:spatial_softmax2d", "-o", str(path))[0] == 0
+    code, out, _ = run(capsys, "bench", str(path), "--seconds", "0.2", "--dim", "B=1", "--dim", "N=2", "--dim", "H=8",
+                       "--dim", "W=8")  # fmt: skip
+    assert code == 0 and "ort-cpu" in out and "torch-eager" not in out and "inputs: 1x2x8x8" in out
+
+
+# --- through real processes --------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_python_dash_m_and_exit_codes_through_a_subprocess(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "export_tools", "ops", "--json"], capture_output=True, text=True,
+                        env=_env(), cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0 and json.loads(ok.stdout) and ok.stderr == ""
+    bad = subprocess.run([sys.executable, "-m", "export_tools", "export", "builtin:nope", "-o", "x.onnx"],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.startswith("kpx: error:")
+    usage = subprocess.run([sys.executable, "-m", "export_tools", "export"], capture_output=True, text=True,
+                           env=_env(), cwd=tmp_path)  # fmt: skip
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+@pytest.mark.skipif(shutil.which("kpx") is None, reason="the kpx console script is not installed (pip install -e .)")
+def test_console_script_exports_and_checks_with_no_progress_bar_when_piped(tmp_path):
+    done = subprocess.run(["kpx", "export", "builtin:spatial_softmax2d", "-o", "m.onnx", "--check"],
+                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "verdict: PASS" in done.stdout and "\r" not in done.stderr and "[#" not in done.stderr
+    inspect = subprocess.run(["kpx", "inspect", "m.onnx", "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert json.loads(inspect.stdout)["kpx"]["form"] == "function"
