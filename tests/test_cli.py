@@ -156,6 +156,24 @@ def test_export_loads_the_weights(capsys, work):
     assert any(a.shape == (5, 8, 1, 1) and np.array_equal(a, state["conv.weight"].numpy()) for a in arrays)
 
 
+def test_export_loads_safetensors(capsys, work):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    import onnx
+    from onnx import numpy_helper
+
+    state = torch.load("head.pt", weights_only=True)
+    safetensors_torch.save_file(state, "head.safetensors")
+    code, _, err = run(capsys, "export", "head.py:build", "-o", "h.onnx", "--input", "features:1x8x4x4",
+                       "--weights", "head.safetensors")  # fmt: skip
+    assert code == 0, err
+    arrays = [numpy_helper.to_array(t) for t in onnx.load("h.onnx").graph.initializer]
+    assert any(np.array_equal(a, state["conv.bias"].numpy()) for a in arrays)
+    Path("broken.safetensors").write_bytes(b"\x00" * 16)
+    code, _, err = run(capsys, "export", "head.py:build", "-o", "h2.onnx", "--input", "features:1x8x4x4",
+                       "--weights", "broken.safetensors")  # fmt: skip
+    assert code == 2 and "not a readable safetensors file" in err and not Path("h2.onnx").exists()
+
+
 def test_export_fp16_inline_opset17(capsys, tmp_path):
     import onnx
 
@@ -395,6 +413,35 @@ def test_bench_builtin_and_onnx_file(capsys, tmp_path):
     code, out, _ = run(capsys, "bench", str(path), "--seconds", "0.2", "--dim", "B=1", "--dim", "N=2", "--dim", "H=8",
                        "--dim", "W=8")  # fmt: skip
     assert code == 0 and "ort-cpu" in out and "torch-eager" not in out and "inputs: 1x2x8x8" in out
+
+
+# --- logging and progress ----------------------------------------------------------------------------------
+
+
+def test_quiet_and_verbose(capsys, exported):
+    argv = ["check", str(exported), "--dim", "B=1", "--dim", "N=1", "--dim", "H=3", "--dim", "W=3"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "checking" in err and "verdict: PASS" in out
+    code, out, err = run(capsys, *argv, "-q")
+    assert code == 0 and err == "" and "verdict: PASS" in out  # results still on stdout
+    code, out, err = run(capsys, "-q", "check", "missing.onnx")
+    assert code == 2 and err.startswith("kpx: error:")  # errors are never silenced
+
+
+def test_progress_bar_draws_only_on_a_terminal_after_a_second(capsys, monkeypatch):
+    clock = iter([0.0, 0.5, 1.5, 2.0])
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
+    bar = cli.Progress("export", 4, enabled=True)  # start: t=0
+    bar.step("fast")  # t=0.5: nothing yet
+    assert capsys.readouterr().err == ""
+    bar.step("slow")  # t=1.5: drawn
+    assert "export [############............] 2/4 slow" in capsys.readouterr().err
+    bar.close()
+    assert capsys.readouterr().err.startswith("\r")
+    quiet = cli.Progress("export", 4, enabled=False)
+    quiet.step()
+    quiet.close()
+    assert capsys.readouterr().err == ""
 
 
 # --- through real processes --------------------------------------------------------------------------------
