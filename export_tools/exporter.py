@@ -127,6 +127,14 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
         logger.setLevel(level)
 
 
+def _check_emit(emit: str) -> str:
+    if emit not in EMIT_MODES:
+        raise ValueError(
+            f"emit must be 'function' (kpx nodes with bodies) or 'inline' (standard ONNX only); got {emit!r}"
+        )
+    return emit
+
+
 def to_onnx(
     model: torch.nn.Module,
     args: tuple,
@@ -138,14 +146,33 @@ def to_onnx(
     input_names: list[str] | None = None,
     output_names: list[str] | None = None,
 ):
-    """Exports ``model`` to an in-memory, checked ``onnx.ModelProto`` (see :func:`export`)."""
-    import onnx
+    """Exports ``model`` to an in-memory, checked ``onnx.ModelProto`` (see :func:`export`).
 
+    The same as ``finalize(trace(...), opset=opset, emit=emit)``.
+    """
     check_opset(opset)
-    if emit not in EMIT_MODES:
-        raise ValueError(
-            f"emit must be 'function' (kpx nodes with bodies) or 'inline' (standard ONNX only); got {emit!r}"
-        )
+    _check_emit(emit)
+    raw = trace(model, args, opset=opset, dynamic_shapes=dynamic_shapes, dtype=dtype,
+                input_names=input_names, output_names=output_names)  # fmt: skip
+    return finalize(raw, opset=opset, emit=emit)
+
+
+def trace(
+    model: torch.nn.Module,
+    args: tuple,
+    *,
+    opset: int = 18,
+    dynamic_shapes: Any = None,
+    dtype: torch.dtype | str | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+):
+    """Step 1 of :func:`to_onnx`: the torch.onnx graph, one bodiless ``kpx`` node per op call.
+
+    Written at opset ``max(opset, 18)`` (torch.onnx writes nothing older); :func:`finalize` lowers
+    it. One trace at 18 can be finalized at every opset from 15 to 18, in both emit modes.
+    """
+    check_opset(opset)
     dtype = resolve_dtype(dtype)
     if not isinstance(args, tuple):
         args = (args,)
@@ -165,14 +192,30 @@ def to_onnx(
         raise ExportError(f"torch.onnx export failed: {exc}\n{log.getvalue()[-2000:]}") from exc
     finally:
         model.train(was_training)
-    proto = program.model_proto
-    if opset < EXPORT_OPSET:
+    return program.model_proto
+
+
+def finalize(raw, *, opset: int, emit: str = "function"):
+    """Steps 2-5 of :func:`to_onnx` on a :func:`trace` result (left unmodified): a checked model.
+
+    Lowers the graph to ``opset`` when it is older than the trace (before any body is attached:
+    the version converter breaks models that hold functions), attaches each kpx op's body authored
+    at ``opset``, inlines them with ``emit="inline"``, lowers the IR version below opset 18, and
+    runs the full ONNX checker.
+    """
+    import onnx
+
+    check_opset(opset)
+    _check_emit(emit)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(raw)
+    if opset < default_opset(proto):
         try:
             proto = downgrade(proto, opset)
         except OpsetConversionError as exc:
             raise ExportError(str(exc)) from exc
     if default_opset(proto) != opset:
-        raise ExportError(f"torch.onnx wrote opset {default_opset(proto)}, not the requested {opset}")
+        raise ExportError(f"the traced graph is at opset {default_opset(proto)} and cannot be written at {opset}")
     attach_functions(proto, opset)
     if emit == "inline":
         proto = inline_functions(proto)

@@ -13,7 +13,7 @@ import torch
 import custom_ops
 from custom_ops import DOMAIN, __version__
 from export_tools import ExportError, export, kpx_nodes, to_onnx
-from export_tools.exporter import resolve_dtype
+from export_tools.exporter import finalize, resolve_dtype, trace
 from tests.conftest import ort_session, run_ort
 
 
@@ -104,6 +104,21 @@ def test_bad_options_name_the_argument(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
         to_onnx(custom_ops.SpatialSoftmax2d(), (torch.randn(1, 1, 2, 2),), **kwargs)
+
+
+def test_to_onnx_is_finalize_of_trace_and_one_trace_serves_opsets_15_to_18():
+    model, x = TwoHeads(), torch.randn(1, 3, 5, 5)
+    raw = trace(model, (x,), opset=17)
+    assert {o.domain: o.version for o in raw.opset_import}[""] == 18  # torch.onnx writes >= 18
+    before = raw.SerializeToString()
+    for emit in ("function", "inline"):
+        direct = to_onnx(model, (x,), opset=17, emit=emit)
+        assert finalize(raw, opset=17, emit=emit).SerializeToString() == direct.SerializeToString()
+    assert raw.SerializeToString() == before  # finalize leaves the trace alone
+    for opset in (15, 16, 18):
+        assert {o.domain: o.version for o in finalize(raw, opset=opset).opset_import}[""] == opset
+    with pytest.raises(ExportError, match="opset 18 and cannot be written at 19"):
+        finalize(raw, opset=19)
 
 
 def test_dtype_names():
