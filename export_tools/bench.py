@@ -1,7 +1,7 @@
 """``kpx bench``: latency of PyTorch eager vs ONNX Runtime (CPU, and CUDA when it works), median and spread.
 
-Each runtime is timed in its own block (warm-up, then calls until its share of the time budget is spent):
-ORT's worker threads spin after a call and would steal the cores from PyTorch if calls were interleaved.
+Each runtime is timed in its own block (warm-up, then calls until its share of the time budget is spent),
+with ORT's thread spinning off. Timings on a shared machine are noisy: compare rows of one run.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+#: ORT worker threads spin after a call by default and steal the cores from whatever runs next
+#: (measured here: PyTorch eager 10x slower in the calls after an ORT run); benchmarks turn that off.
+NO_SPINNING = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
 
 
 @dataclass
@@ -70,7 +74,7 @@ def bench(
 
         rows.append(Timing("torch-eager", *time_calls(eager, share, tick=tick)))
     for provider in providers:
-        runner = OrtRunner(model, provider)
+        runner = OrtRunner(model, provider, config=NO_SPINNING)
         rows.append(Timing(runner.name, *time_calls(lambda r=runner: r.run(feeds), share, tick=tick)))
     return rows
 

@@ -73,7 +73,7 @@ class ParityReport:
     def table(self) -> str:
         """One line per (input set, runtime, output)."""
         head = (
-            f"{'inputs':<20} {'runtime':<14} {'vs':<14} {'output':<12} {'max abs':>9} {'max rel':>9} "
+            f"{'inputs':<24} {'runtime':<16} {'vs':<16} {'output':<22} {'max abs':>9} {'max rel':>9} "
             f"{'p99 abs':>9} {'max px':>8} nan/inf  ok"
         )
         lines = [head, "-" * len(head)]
@@ -82,7 +82,7 @@ class ParityReport:
                 pattern = ("=" if o.nan_pattern_equal else "!") + ("=" if o.inf_pattern_equal else "!")
                 px = f"{o.max_abs_px:>8.1e}" if o.max_abs_px is not None else f"{'-':>8}"
                 lines.append(
-                    f"{case.inputs[:20]:<20} {case.runtime[:14]:<14} {case.reference[:14]:<14} {o.name[:12]:<12} "
+                    f"{case.inputs[:24]:<24} {case.runtime[:16]:<16} {case.reference[:16]:<16} {o.name[:22]:<22} "
                     f"{o.max_abs:>9.2e} {o.max_rel:>9.2e} {o.p99_abs:>9.2e} {px} {pattern:^7}  "
                     f"{'yes' if o.passed else 'NO'}"
                 )

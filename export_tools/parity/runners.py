@@ -69,6 +69,8 @@ class OrtRunner:
     model: bytes
     provider: str = "cpu"
     name: str = field(default="")
+    #: extra session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}`` for benchmarks
+    config: dict[str, str] = field(default_factory=dict)
     session: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +93,8 @@ class OrtRunner:
             )
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        for key, value in self.config.items():
+            options.add_session_config_entry(key, value)
         if self.provider != "cpu":  # fail instead of silently placing nodes on the CPU
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         try:
