@@ -16,16 +16,24 @@ from export_tools import to_onnx
 
 
 class OrtModel:
-    """``module`` exported (``emit="function"``) and loaded in an ORT CPU session.
+    """``module`` exported (``emit="function"`` unless told) and loaded in an ORT CPU session.
 
     Calling it with torch tensors returns the outputs as a list of torch tensors.
     Inputs are handed over as they are (a non-contiguous tensor stays a strided
     numpy view), so the binding's own copy is exercised too.
     """
 
-    def __init__(self, module: torch.nn.Module, args: tuple, *, dynamic_shapes: Any = None, dtype: Any = None):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        args: tuple,
+        *,
+        dynamic_shapes: Any = None,
+        dtype: Any = None,
+        emit: str = "function",
+    ):
         ort = pytest.importorskip("onnxruntime")
-        self.proto = to_onnx(module, args, dynamic_shapes=dynamic_shapes, emit="function", dtype=dtype)
+        self.proto = to_onnx(module, args, dynamic_shapes=dynamic_shapes, emit=emit, dtype=dtype)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(self.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
