@@ -423,8 +423,11 @@ SPEC = register(
         build_function=build_function,
         samples=samples,
         adversarial=adversarial,
-        # fp32: float32 rounding of sums over H*W; fp16: the float32 result rounded once to half (eps 9.8e-4)
-        tolerances={torch.float32: (1e-6, 1e-6), torch.float16: (1e-3, 1e-3), torch.float64: (1e-6, 1e-6)},
+        # fp32: float32 exp of the same arguments (no sums). fp16: the ONNX body rounds the two float32
+        # per-axis factors to half and multiplies them in half (no full-size Cast, see build_function):
+        # three roundings, <= 3 * 2^-11 = 1.5e-3 relative from exact, <= 2e-3 from the once-rounded PyTorch
+        # result: rtol 2.5e-3; values below 6.1e-5 are subnormal halves, 6e-8 apart: atol 1e-6.
+        tolerances={torch.float32: (1e-6, 1e-6), torch.float16: (2.5e-3, 1e-6), torch.float64: (1e-6, 1e-6)},
         conventions="keypoints in pixels by default; normalized input mapped by align_corners; centre floor(p + 0.5)",
     )
 )
