@@ -262,6 +262,17 @@ def cmd_check(args: argparse.Namespace, log: Log) -> int:
     return OK if report.passed else CHECK_FAILED
 
 
+def _profile(text: str) -> tuple[str, tuple[int, int, int]]:
+    name, eq, sizes = text.partition("=")
+    parts = sizes.split(":")
+    if not eq or len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise UsageError(f"--profile {text!r} is not NAME=MIN:OPT:MAX; e.g. --profile B=1:8:32")
+    lo, opt, hi = map(int, parts)
+    if not 0 < lo <= opt <= hi:
+        raise UsageError(f"--profile {text!r}: need 0 < MIN <= OPT <= MAX")
+    return name, (lo, opt, hi)
+
+
 def cmd_inspect(args: argparse.Namespace, log: Log) -> int:
     from export_tools.inspection import format_inspection, inspect_model, load_onnx
 
@@ -270,8 +281,26 @@ def cmd_inspect(args: argparse.Namespace, log: Log) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     info = inspect_model(model)
-    print(json.dumps(info, indent=2) if args.json else format_inspection(info))
-    return OK
+    if not args.target:
+        print(json.dumps(info, indent=2) if args.json else format_inspection(info))
+        return OK
+    from export_tools.targets import check_target as check
+    from export_tools.targets import trtexec_commands
+
+    report = check(model, args.target)
+    result = {"model": args.model, **report.as_dict()}
+    if args.target.startswith("tensorrt"):
+        try:
+            result["trtexec"] = trtexec_commands(model, args.model, args.target, dict(map(_profile, args.profile)))
+        except ValueError as exc:  # the verdict stands; only the command lines need the sizes
+            log.info(f"no trtexec lines: {exc}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(report.text())
+        for line in result.get("trtexec", []):
+            print(line)
+    return OK if report.accepted else CHECK_FAILED
 
 
 def cmd_doctor(args: argparse.Namespace, log: Log) -> int:
@@ -376,8 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     check_options(p)
     p.set_defaults(run=cmd_check)
 
-    p = sub.add_parser("inspect", parents=[common], help="what an ONNX file holds")
+    p = sub.add_parser("inspect", parents=[common], help="what an ONNX file holds; --target: will it load there")
     p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("--target", choices=("tensorrt-8.6", "tensorrt-10", "openvino", "ort-mobile", "generic"),
+                   help="check the file against what this runtime accepts (exit 1 if refused)")  # fmt: skip
+    p.add_argument("--profile", action="append", default=[], metavar="NAME=MIN:OPT:MAX",
+                   help="TensorRT shape profile of a symbolic dim (default: from the export sizes)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_inspect)
 

@@ -192,7 +192,12 @@ def trace(
         raise ExportError(f"torch.onnx export failed: {exc}\n{log.getvalue()[-2000:]}") from exc
     finally:
         model.train(was_training)
-    return program.model_proto
+    proto = program.model_proto
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if len(tensors) == len(proto.graph.input):  # the export sizes: default shape profiles (kpx inspect --target)
+        shapes = {v.name: list(t.shape) for v, t in zip(proto.graph.input, tensors)}
+        _set_metadata(proto, {"kpx.example_shapes": json.dumps(shapes)})
+    return proto
 
 
 def finalize(raw, *, opset: int, emit: str = "function"):

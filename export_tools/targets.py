@@ -1,0 +1,253 @@
+"""Per-runtime compatibility reports: will this ONNX file load on TensorRT, OpenVINO, ORT mobile?
+
+``check_target(model, "tensorrt-8.6")`` lists every finding with its severity and the fix. The rules
+come from what each runtime documents (or, for OpenVINO and ORT mobile, what kpx measured here):
+
+- opset range, and whether ONNX local functions are read at all;
+- data-dependent output shapes (``NonZero``, ``Unique``, ``Compress``, ``NonMaxSuppression``);
+- ``Range`` with non-integer inputs that are not constants (TensorRT builds float ranges only from
+  constants; kpx builds grids with integer ``Range`` then ``Cast``);
+- ``MaxPool`` with its ``Indices`` output; ``TopK`` with ``k >= 3840`` (TensorRT's limit) or a ``k``
+  that is not a constant; ``Reduce*``/``Squeeze``/``Unsqueeze`` axes that are not constants;
+- float64 tensors, which TensorRT does not support and mobile builds often leave out.
+
+Nodes inside function bodies are checked too (they run once inlined).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ERROR, WARNING = "error", "warning"
+DATA_DEPENDENT = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
+TOPK_LIMIT = 3840
+_AXES_INPUT = ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2",
+               "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "Squeeze", "Unsqueeze")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one runtime accepts. Severities are ``"error"`` (refused), ``"warning"`` or ``None`` (fine)."""
+
+    name: str
+    description: str
+    min_opset: int
+    max_opset: int
+    local_functions: str | None  # severity of holding ONNX local functions
+    float64: str | None
+    data_dependent: str | None
+    maxpool_indices: str | None
+    float_range: str | None
+    topk: str | None
+    dynamic_axes: str | None
+    max_ir_version: int | None = None
+    source: str = ""
+
+
+TARGETS = {
+    t.name: t
+    for t in (
+        Target("tensorrt-8.6", "TensorRT 8.6 (ONNX parser of TensorRT 8.x)", 9, 17, ERROR, ERROR, WARNING, ERROR,
+               ERROR, ERROR, ERROR, 8, "TensorRT 8.6 support matrix: opset <= 17, ONNX 1.13 (IR 8); no local "
+               "functions"),
+        Target("tensorrt-10", "TensorRT 10.x", 9, 20, None, ERROR, WARNING, ERROR, ERROR, ERROR, ERROR, None,
+               "TensorRT 10 ONNX parser: opset 9-20 (later 10.x read more); local functions imported, "
+               ">= 10.7 can map a node to a plugin of the same name"),
+        Target("openvino", "OpenVINO (ONNX frontend, CPU plugin)", 7, 21, ERROR, WARNING, WARNING, None, WARNING,
+               None, None, None, "measured with openvino 2026.4.1: local functions of a custom domain are not "
+               "converted ('No conversion rule found')"),
+        Target("ort-mobile", "ONNX Runtime mobile (.ort format, reduced builds)", 7, 21, None, WARNING, None, None,
+               None, None, None, None, "onnxruntime conversion tools inline local functions; reduced operator "
+               "builds often leave out double kernels"),
+        Target("generic", "any ONNX runtime (the most portable file)", 9, 21, WARNING, WARNING, WARNING, WARNING,
+               WARNING, WARNING, WARNING, None, "edge toolchains often cannot read ONNX functions or float64"),
+    )
+}  # fmt: skip
+
+
+@dataclass
+class Finding:
+    severity: str
+    rule: str
+    where: str
+    problem: str
+    fix: str
+
+
+@dataclass
+class TargetReport:
+    target: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        if any(f.severity == ERROR for f in self.findings):
+            return "refused"
+        return "accepted with warnings" if self.findings else "accepted"
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict != "refused"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "verdict": self.verdict, "findings": [asdict(f) for f in self.findings]}
+
+    def text(self) -> str:
+        lines = [f"target {self.target}: {self.verdict.upper()}"]
+        for f in self.findings:
+            lines += [f"  {f.severity.upper()} [{f.rule}] {f.where}: {f.problem}", f"    fix: {f.fix}"]
+        return "\n".join(lines)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _walk(nodes, where: str):
+    for node in nodes:
+        yield node, where
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _walk(sub.node, f"{where} > {node.op_type} {node.name or '?'} subgraph")
+
+
+def check_target(model, target: str) -> TargetReport:
+    """Checks an ``onnx.ModelProto`` against ``target`` (one of :data:`TARGETS`)."""
+    import onnx
+    import onnx.inliner
+    import onnx.numpy_helper
+    import onnx.shape_inference
+    from onnx import TensorProto
+
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    t = TARGETS[target]
+    report = TargetReport(target)
+
+    def add(severity: str | None, rule: str, where: str, problem: str, fix: str) -> None:
+        if severity is not None:
+            report.findings.append(Finding(severity, rule, where, problem, fix))
+
+    opset = _opset(model)
+    if not t.min_opset <= opset <= t.max_opset:
+        add(ERROR, "opset", "model", f"default-domain opset {opset}; {t.name} reads {t.min_opset}-{t.max_opset}",
+            f"re-export with --opset {min(max(opset, t.min_opset), t.max_opset)}")  # fmt: skip
+    if t.max_ir_version is not None and model.ir_version > t.max_ir_version:
+        add(WARNING, "ir-version", "model", f"IR version {model.ir_version}; {t.name} ships a parser for IR <= "
+            f"{t.max_ir_version}", "re-export with --emit inline --opset 17 (kpx writes IR 8 there)")  # fmt: skip
+    if model.functions:
+        names = ", ".join(f"{f.domain}.{f.name}" for f in model.functions)
+        fix = "re-export with --emit inline (standard ONNX only)" + (" --opset 17" if t.max_opset <= 17 else "")
+        add(t.local_functions, "local-functions", "model", f"holds ONNX local functions ({names})", fix)
+    bodies = {(f.domain, f.name) for f in model.functions}
+    for node, where in _walk(model.graph.node, "graph"):
+        if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) not in bodies:
+            add(ERROR, "unknown-op", f"{where} node {node.name!r}", f"{node.domain}.{node.op_type} has no function "
+                "body; no runtime can run it without a plugin", "re-export with kpx (bodies are attached) or "
+                "--emit inline")  # fmt: skip
+
+    inlined = onnx.inliner.inline_local_functions(model) if model.functions else model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(inlined, data_prop=True)
+    except Exception:  # inference is a help here, not a requirement
+        inferred = inlined
+    graph = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    for node, _ in _walk(graph.node, "graph"):
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    for init in graph.initializer:
+        types.setdefault(init.name, init.data_type)
+
+    inline_fix = "kpx's own ops avoid this; if it comes from your model, rewrite that part"
+    for node, where in _walk(graph.node, "graph"):
+        at = f"{where} node {node.name or '?'} ({node.op_type})"
+        if node.op_type in DATA_DEPENDENT:
+            add(t.data_dependent, "data-dependent-shape", at, "output shape depends on the data", inline_fix)
+        if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
+            add(t.maxpool_indices, "maxpool-indices", at, "MaxPool's Indices output is used",
+                "take the argmax with ArgMax (kpx decode_heatmaps does) instead of MaxPool indices")  # fmt: skip
+        if node.op_type == "Range":
+            float_input = any(types.get(i) in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
+                              for i in node.input)  # fmt: skip
+            if float_input and not all(i in constants for i in node.input):
+                add(t.float_range, "float-range", at, "Range over non-integer inputs that are not constants",
+                    "build the range in int64 and Cast it (as kpx grids do)")  # fmt: skip
+        if node.op_type == "TopK" and len(node.input) > 1:
+            k = constants.get(node.input[1])
+            if k is None:
+                add(t.topk, "topk-k", at, "TopK's k is not a constant", "make k a constant")
+            elif int(k.reshape(-1)[0]) >= TOPK_LIMIT:
+                add(t.topk, "topk-k", at, f"TopK k = {int(k.reshape(-1)[0])} >= {TOPK_LIMIT}",
+                    "use ArgMax (k = 1) or a smaller k")  # fmt: skip
+        if node.op_type in _AXES_INPUT and len(node.input) > 1 and node.input[1] and node.input[1] not in constants:
+            add(t.dynamic_axes, "dynamic-axes", at, "axes are not a constant", "give the axes as a constant")
+    doubles = sorted(name for name, ty in types.items() if ty == TensorProto.DOUBLE)
+    if doubles:
+        add(t.float64, "float64", f"{len(doubles)} value(s), e.g. {doubles[0]!r}", "float64 tensors",
+            "export the model in float32 (model.float()) or --dtype fp16")  # fmt: skip
+    return report
+
+
+# --- trtexec command lines ---------------------------------------------------------------------------------
+
+
+def _profiles(model, overrides: dict[str, tuple[int, int, int]]) -> dict[str, list[tuple[int, int, int]]]:
+    """``{input: [(min, opt, max) per dim]}``: symbolic dims from ``overrides``, else from the example
+    shapes kpx records (``kpx.example_shapes``): batch (dim 0) ``1 : n : 4n``, others ``n/2 : n : 2n``."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    examples = json.loads(meta.get("kpx.example_shapes", "{}"))
+    profiles = {}
+    for value in model.graph.input:
+        dims = []
+        for i, d in enumerate(value.type.tensor_type.shape.dim):
+            if d.HasField("dim_value"):
+                dims.append((d.dim_value,) * 3)
+            elif d.dim_param in overrides:
+                dims.append(overrides[d.dim_param])
+            else:
+                n = examples.get(value.name, [None] * (i + 1))[i] if value.name in examples else None
+                if n is None:
+                    name = d.dim_param or "NAME"
+                    raise ValueError(f"input {value.name!r} dim {i} ({name}) is dynamic and its export size is "
+                                     f"unknown; give --profile {name}=MIN:OPT:MAX")  # fmt: skip
+                dims.append((1, n, max(4 * n, 1)) if i == 0 else (max(n // 2, 1), n, 2 * n))
+        profiles[value.name] = dims
+    return profiles
+
+
+def trtexec_commands(
+    model, path: str, target: str = "tensorrt-10", overrides: dict[str, tuple[int, int, int]] | None = None
+) -> list[str]:
+    """``trtexec`` command lines for ``model`` saved at ``path``: an fp32 engine and an fp16 engine.
+
+    Dynamic inputs get shape profiles (``--minShapes/--optShapes/--maxShapes``). kpx ops compute in float32
+    inside; an fp16 engine keeps that only where TensorRT obeys the types in the graph: TensorRT 10 with
+    ``--stronglyTyped`` on an fp16 export. Under plain ``--fp16`` (TensorRT 8.6) the builder may pick fp16
+    for those layers despite the Casts, so the line says to compare the engine with the fp32 one."""
+    from onnx import TensorProto
+
+    profiles = _profiles(model, overrides or {})
+    dynamic = any(lo != hi for dims in profiles.values() for lo, _, hi in dims)
+    stem = path[:-5] if path.endswith(".onnx") else path
+    base = f"trtexec --onnx={path}"
+    if dynamic:
+        for flag, k in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
+            shapes = ",".join(f"{name}:{'x'.join(str(d[k]) for d in dims)}" for name, dims in profiles.items())
+            base += f" {flag}={shapes}"
+    half_io = any(v.type.tensor_type.elem_type == TensorProto.FLOAT16 for v in model.graph.input)
+    lines = [f"{base} --saveEngine={stem}.fp32.plan"] if not half_io else []
+    if target == "tensorrt-10":
+        if half_io:
+            lines.append(f"{base} --stronglyTyped --saveEngine={stem}.fp16.plan")
+        else:
+            lines.append(f"{base} --fp16 --saveEngine={stem}.fp16.plan  # re-export with --dtype fp16 and use "
+                         "--stronglyTyped to keep kpx's float32 internals")  # fmt: skip
+    else:
+        io = " --inputIOFormats=fp16:chw --outputIOFormats=fp16:chw" if half_io else ""
+        lines.append(f"{base} --fp16{io} --saveEngine={stem}.fp16.plan  # TensorRT 8.6 may run kpx's float32 "
+                     "internals in fp16: compare this engine with the fp32 one before shipping it")  # fmt: skip
+    return lines
