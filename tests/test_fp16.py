@@ -110,6 +110,7 @@ def test_fp16_graph_computes_in_float32(spec, index):
     allowed = MOVES | HALF_EXCEPTIONS.get(spec.name, set())
     on_half = set()
     for node in _nodes(proto.graph):
+        assert all(types.get(name) for name in node.output if name), f"untyped output of {node.op_type}"
         if any(types.get(name) == TensorProto.FLOAT16 for name in (*node.input, *node.output) if name):
             on_half.add(node.op_type)
     assert on_half <= allowed, f"{spec.name} computes {sorted(on_half - allowed)} in half; cast to float32 first"
