@@ -15,12 +15,26 @@ from export_tools.parity.compare import OutputStats, compare_output, tolerance_f
 from export_tools.parity.inputs import input_specs, load_npz, random_inputs
 from export_tools.parity.localize import Divergence, first_divergence
 from export_tools.parity.report import SCHEMA, Case, ParityReport
-from export_tools.parity.runners import OrtRunner, ReferenceRunner, RunnerUnavailableError, TorchRunner
+from export_tools.parity.runners import (
+    OPENVINO_READS_LOCAL_FUNCTIONS,
+    LocalFunctionsUnsupportedError,
+    OpenVinoRunner,
+    OrtFormatRunner,
+    OrtRunner,
+    ReferenceRunner,
+    RunnerUnavailableError,
+    TorchRunner,
+)
 
 __all__ = [
+    "OPENVINO_READS_LOCAL_FUNCTIONS",
+    "RUNTIMES",
     "SCHEMA",
     "Case",
     "Divergence",
+    "LocalFunctionsUnsupportedError",
+    "OpenVinoRunner",
+    "OrtFormatRunner",
     "OrtRunner",
     "OutputStats",
     "ParityReport",
@@ -37,12 +51,20 @@ __all__ = [
 ]
 
 
+RUNTIMES = ("cpu", "cuda", "reference", "openvino", "ort-mobile")
+"""Runtime names that :func:`check_parity` accepts."""
+
+
 def _runner(kind: str, model: bytes):
     if kind in ("cpu", "cuda"):
         return OrtRunner(model, kind)
     if kind == "reference":
         return ReferenceRunner(model)
-    raise ValueError(f"runtime must be 'cpu', 'cuda' or 'reference'; got {kind!r}")
+    if kind == "openvino":  # the CPU plugin; needs an emit="inline" export (no local functions)
+        return OpenVinoRunner(model)
+    if kind == "ort-mobile":  # the model converted to ONNX Runtime's .ort format, run on the CPU provider
+        return OrtFormatRunner(model)
+    raise ValueError(f"runtime must be one of {', '.join(repr(r) for r in RUNTIMES)}; got {kind!r}")
 
 
 def check_parity(
@@ -68,7 +90,9 @@ def check_parity(
             reference is a float64 evaluation of the ONNX graph itself with onnx.reference.
         inputs: one input tuple, or named input tuples (``{"peaked": (x,), "empty": (x0,)}``); the
             first set is the export example.
-        runtimes: any of ``"cpu"``, ``"cuda"`` (ONNX Runtime) and ``"reference"`` (onnx.reference).
+        runtimes: any of ``"cpu"``, ``"cuda"`` (ONNX Runtime), ``"reference"`` (onnx.reference),
+            ``"openvino"`` (OpenVINO CPU, float32 inference precision; ``emit="inline"`` exports only) and
+            ``"ort-mobile"`` (the model converted to ONNX Runtime's ``.ort`` format, run on its CPU provider).
             A runtime that cannot run raises :class:`RunnerUnavailableError`.
         tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs);
             defaults by output dtype.

@@ -151,3 +151,160 @@ class ReferenceRunner:
         import onnx
 
         return {"runtime": self.name, "onnx": onnx.__version__}
+
+
+OPENVINO_READS_LOCAL_FUNCTIONS = False
+"""Whether OpenVINO's ONNX frontend reads ONNX model-local functions (``ModelProto.functions``).
+
+Measured ``False`` with openvino 2026.4.1: ``Core.read_model`` of any model whose graph calls a local
+function fails with "No conversion rule found for operations: <domain>.<name>", even for a one-``Relu``
+body in any domain, so every ``emit="function"`` kpx export is unreadable there; ``emit="inline"`` exports
+read and run. ``tests/test_edge_runtimes.py`` re-measures this and fails when it stops being true.
+"""
+
+
+class LocalFunctionsUnsupportedError(RunnerUnavailableError):
+    """The runtime cannot read ONNX local functions (kpx ``emit="function"`` exports); re-export inline."""
+
+
+@dataclass
+class OpenVinoRunner:
+    """OpenVINO (``openvino`` package, an optional extra) on ``device`` (default the CPU plugin).
+
+    Compiled with ``INFERENCE_PRECISION_HINT=f32`` for every model, and the compiled model is checked
+    to report f32: the CPU plugin's default is bf16 on CPUs with AVX512-BF16/AMX and f16 on ARM,
+    which would silently run a float32 model (and the float32 math inside kpx bodies of a float16
+    model) in lower precision. Float16 models keep float16 inputs and outputs; their float16 ops run
+    in float32 inside and ``Cast`` pairs float32 -> float16 -> float32 are removed (measured with
+    openvino 2026.4.1 on an x86 CPU without native f16: ``Cast(Cast(0.1, f16), f32)`` gives 0.1, not
+    0.0999756). kpx bodies compute in float32 and cast back once at their outputs, so outputs still
+    carry the final rounding to float16.
+
+    OpenVINO reads no ONNX local functions (:data:`OPENVINO_READS_LOCAL_FUNCTIONS`): a kpx
+    ``emit="function"`` export raises :class:`LocalFunctionsUnsupportedError`, whose message says to
+    re-export with ``emit="inline"``. Inputs are fed and outputs returned in the ONNX graph's order,
+    matched by name.
+    """
+
+    model: bytes
+    device: str = "CPU"
+    name: str = field(default="")
+    #: extra compile properties, e.g. ``{"INFERENCE_NUM_THREADS": 1}``; precision is always f32
+    config: dict[str, Any] = field(default_factory=dict)
+    compiled: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"openvino-{self.device.lower()}"
+        try:
+            import openvino as ov
+            import openvino.properties.hint as hints
+        except ImportError:
+            raise RunnerUnavailableError('openvino is not installed; fix: pip install "kpx[openvino]"') from None
+        import onnx
+
+        core = ov.Core()
+        if self.device not in core.available_devices:
+            raise RunnerUnavailableError(
+                f"OpenVINO device {self.device!r} is not available (devices: {core.available_devices}); "
+                "fix: pass device='CPU'"
+            )
+        graph = onnx.load_from_string(self.model).graph
+        self._inputs = [i.name for i in graph.input]
+        self._outputs = [o.name for o in graph.output]
+        try:
+            read = core.read_model(self.model, b"")
+        except Exception as exc:  # OpenVINO raises RuntimeError / OpConversionFailure
+            functions = sorted({f"{f.domain}.{f.name}" for f in onnx.load_from_string(self.model).functions})
+            if functions:
+                raise LocalFunctionsUnsupportedError(
+                    f"OpenVINO {ov.__version__} cannot read ONNX local functions ({', '.join(functions)}); "
+                    'fix: re-export with emit="inline" (CLI: --emit inline)'
+                ) from exc
+            summary = str(exc).split("Summary:")[-1].strip().splitlines()
+            raise RunnerUnavailableError(
+                f"OpenVINO could not read this model: {summary[0] if summary else exc}"
+            ) from exc
+        properties = {hints.inference_precision: ov.Type.f32, **self.config}
+        try:
+            self.compiled = core.compile_model(read, self.device, properties)
+        except Exception as exc:
+            raise RunnerUnavailableError(f"OpenVINO {self.device} could not compile this model: {exc}") from exc
+        precision = self.compiled.get_property(hints.inference_precision())
+        if precision != ov.Type.f32:
+            raise RunnerUnavailableError(
+                f"OpenVINO {self.device} compiled at inference precision {precision}, not f32; "
+                "fix: use a device that runs float32 (device='CPU')"
+            )
+
+    def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        inputs = {name: np.ascontiguousarray(a) for name, a in zip(self._inputs, feeds, strict=True)}
+        results = self.compiled(inputs, share_inputs=False, share_outputs=False)
+        return [np.array(results[self.compiled.output(name)]) for name in self._outputs]
+
+    def describe(self) -> dict[str, str]:
+        import openvino as ov
+        import openvino.properties.hint as hints
+
+        return {
+            "runtime": self.name,
+            "openvino": ov.__version__,
+            "device": ov.Core().get_property(self.device, "FULL_DEVICE_NAME"),
+            "inference_precision": str(self.compiled.get_property(hints.inference_precision())),
+        }
+
+
+@dataclass
+class OrtFormatRunner:
+    """ONNX Runtime's mobile format: the model converted to ``.ort`` (:func:`export_tools.mobile.to_ort_format`).
+
+    ``model`` is ONNX bytes (converted here, in a temporary directory) or the path of an ``.ort``
+    file. The session loads the ORT format on the CPU provider with graph optimizations off: it runs
+    exactly the graph the conversion saved, as a minimal (mobile) build of ONNX Runtime does.
+    """
+
+    model: Any  # bytes (ONNX) | str | os.PathLike (.ort)
+    name: str = field(default="ort-mobile")
+    session: Any = field(default=None, init=False, repr=False)
+    ort_bytes: bytes = field(default=b"", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RunnerUnavailableError('onnxruntime is not installed; fix: pip install "kpx[cpu,mobile]"') from None
+        from export_tools.mobile import to_ort_format
+
+        if isinstance(self.model, (bytes, bytearray)):
+            with tempfile.TemporaryDirectory(prefix="kpx-ort-") as tmp:
+                try:
+                    path = to_ort_format(bytes(self.model), tmp)
+                except ImportError as exc:
+                    raise RunnerUnavailableError(f'{exc}; fix: pip install "kpx[mobile]"') from exc
+                self.ort_bytes = path.read_bytes()
+        else:
+            self.ort_bytes = Path(self.model).read_bytes()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.load_model_format", "ORT")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            self.session = ort.InferenceSession(self.ort_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise RunnerUnavailableError(f"ONNX Runtime could not load the .ort model: {exc}".splitlines()[0]) from exc
+
+    def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+        names = [i.name for i in self.session.get_inputs()]
+        return list(self.session.run(None, dict(zip(names, feeds, strict=True))))
+
+    def describe(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {
+            "runtime": self.name,
+            "onnxruntime": ort.__version__,
+            "format": "ort",
+            "providers": "CPUExecutionProvider",
+        }
