@@ -27,7 +27,7 @@ import torch
 
 from custom_ops import __version__
 from custom_ops.registry import DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
-from export_tools.downgrade import EXPORT_OPSET, OpsetConversionError, default_opset, downgrade, lower_ir_version
+from export_tools.downgrade import EXPORT_OPSET, default_opset, downgrade, lower_ir_version
 
 EMIT_MODES = ("function", "inline")
 _DTYPE_NAMES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -217,7 +217,7 @@ def finalize(raw, *, opset: int, emit: str = "function"):
     if opset < default_opset(proto):
         try:
             proto = downgrade(proto, opset)
-        except OpsetConversionError as exc:
+        except ValueError as exc:  # OpsetConversionError names the op and the fix
             raise ExportError(str(exc)) from exc
     if default_opset(proto) != opset:
         raise ExportError(f"the traced graph is at opset {default_opset(proto)} and cannot be written at {opset}")

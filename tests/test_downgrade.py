@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 import pytest
@@ -12,6 +14,7 @@ import custom_ops
 from custom_ops.registry import MIN_OPSET
 from export_tools import ExportError, kpx_nodes, to_onnx
 from export_tools.downgrade import OpsetConversionError, default_opset, downgrade
+from export_tools.exporter import finalize, trace
 from tests.conftest import ort_session, run_ort
 
 
@@ -36,11 +39,19 @@ class Backbone(torch.nn.Module):
         return xy, maps, a.std(dim=1), b.amin(dim=(2, 3)), c, d
 
 
+@functools.cache
+def _backbone() -> tuple[Backbone, torch.Tensor, onnx.ModelProto]:
+    """One trace serves every opset and emit mode (``to_onnx`` is ``finalize(trace(...))``)."""
+    torch.manual_seed(0)
+    model, x = Backbone().eval(), torch.randn(2, 3, 7, 6)
+    return model, x, trace(model, (x,), opset=17, dynamic_shapes=({0: "B", 2: "H"},))
+
+
 @pytest.mark.parametrize("opset", [17, MIN_OPSET])
 @pytest.mark.parametrize("emit", ["function", "inline"])
 def test_lowered_backbone_matches_pytorch(emit, opset):
-    model, x = Backbone().eval(), torch.randn(2, 3, 7, 6)
-    proto = to_onnx(model, (x,), opset=opset, emit=emit, dynamic_shapes=({0: "B", 2: "H"},))
+    model, x, raw = _backbone()
+    proto = finalize(raw, opset=opset, emit=emit)
     onnx.checker.check_model(proto, full_check=True)
     assert default_opset(proto) == opset
     # opset <= 17 needs IR 8; function attribute defaults need IR 9 (old runtimes refuse newer IR)
@@ -67,9 +78,10 @@ class Sampler(torch.nn.Module):
 
 def test_op_without_an_older_form_is_an_export_error_naming_it():
     args = (torch.randn(1, 2, 5, 5), torch.rand(1, 4, 4, 2) * 2 - 1)
-    assert default_opset(to_onnx(Sampler(), args, opset=16)) == 16  # GridSample is opset 16
+    raw = trace(Sampler(), args)
+    assert default_opset(finalize(raw, opset=16)) == 16  # GridSample is opset 16
     with pytest.raises(ExportError, match=r"GridSample .*opset 18 to 15.*Export at opset 18"):
-        to_onnx(Sampler(), args, opset=15)
+        finalize(raw, opset=15)
 
 
 def test_opset_below_the_floor_names_the_floor_and_the_fix():
