@@ -30,14 +30,17 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 #: the onnxruntime optimization style used for ``.ort`` files (see the module docstring)
 OPTIMIZATION_STYLE = "Fixed"
 
 
 def to_ort_format(
-    model: bytes | Any | str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None
+    model: bytes | onnx.ModelProto | str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None
 ) -> Path:
     """Converts an ONNX model to ONNX Runtime's mobile format.
 

@@ -174,11 +174,17 @@ class OpenVinoRunner:
     Compiled with ``INFERENCE_PRECISION_HINT=f32`` for every model, and the compiled model is checked
     to report f32: the CPU plugin's default is bf16 on CPUs with AVX512-BF16/AMX and f16 on ARM,
     which would silently run a float32 model (and the float32 math inside kpx bodies of a float16
-    model) in lower precision. Float16 models keep float16 inputs and outputs; their float16 ops run
-    in float32 inside and ``Cast`` pairs float32 -> float16 -> float32 are removed (measured with
-    openvino 2026.4.1 on an x86 CPU without native f16: ``Cast(Cast(0.1, f16), f32)`` gives 0.1, not
-    0.0999756). kpx bodies compute in float32 and cast back once at their outputs, so outputs still
-    carry the final rounding to float16.
+    model) in lower precision. (On a CPU without them a requested f16/bf16 hint is ignored: the
+    compiled model reports f32.)
+
+    Float16 models, measured with openvino 2026.4.1 on an x86 AVX2 CPU: inputs and outputs stay
+    float16, every op in between runs in float32 (runtime model: f16 ``Input``, f32 ``Eltwise``/
+    ``Subgraph`` nodes, a conversion to f16 before the ``Output``; an fp16 ``Exp -> Log`` chain gives
+    ``log(exp(12)) = 12``, no float16 overflow), and ``Cast`` pairs float32 -> float16 -> float32 are
+    removed (``Cast(Cast(0.1, f16), f32)`` gives 0.1, not 0.0999756). kpx bodies compute in float32 and
+    cast back once at their outputs, so outputs still carry the final rounding to float16; a body that
+    rounds to half on purpose in between (``gaussian_heatmaps``' per-axis factors) comes out closer to
+    the float32 reference on OpenVINO than on ORT.
 
     OpenVINO reads no ONNX local functions (:data:`OPENVINO_READS_LOCAL_FUNCTIONS`): a kpx
     ``emit="function"`` export raises :class:`LocalFunctionsUnsupportedError`, whose message says to
@@ -208,14 +214,14 @@ class OpenVinoRunner:
                 f"OpenVINO device {self.device!r} is not available (devices: {core.available_devices}); "
                 "fix: pass device='CPU'"
             )
-        graph = onnx.load_from_string(self.model).graph
-        self._inputs = [i.name for i in graph.input]
-        self._outputs = [o.name for o in graph.output]
+        proto = onnx.load_from_string(self.model)
+        self._inputs = [i.name for i in proto.graph.input]
+        self._outputs = [o.name for o in proto.graph.output]
         try:
             read = core.read_model(self.model, b"")
         except Exception as exc:  # OpenVINO raises RuntimeError / OpConversionFailure
-            functions = sorted({f"{f.domain}.{f.name}" for f in onnx.load_from_string(self.model).functions})
-            if functions:
+            functions = sorted({f"{f.domain}.{f.name}" for f in proto.functions})
+            if any(f in str(exc) for f in functions):  # "No conversion rule found for operations: kpx.X"
                 raise LocalFunctionsUnsupportedError(
                     f"OpenVINO {ov.__version__} cannot read ONNX local functions ({', '.join(functions)}); "
                     'fix: re-export with emit="inline" (CLI: --emit inline)'
@@ -232,7 +238,7 @@ class OpenVinoRunner:
         precision = self.compiled.get_property(hints.inference_precision())
         if precision != ov.Type.f32:
             raise RunnerUnavailableError(
-                f"OpenVINO {self.device} compiled at inference precision {precision}, not f32; "
+                f"OpenVINO {self.device} compiled at inference precision {precision.get_type_name()}, not f32; "
                 "fix: use a device that runs float32 (device='CPU')"
             )
 
@@ -249,7 +255,7 @@ class OpenVinoRunner:
             "runtime": self.name,
             "openvino": ov.__version__,
             "device": ov.Core().get_property(self.device, "FULL_DEVICE_NAME"),
-            "inference_precision": str(self.compiled.get_property(hints.inference_precision())),
+            "inference_precision": self.compiled.get_property(hints.inference_precision()).get_type_name(),
         }
 
 
@@ -281,8 +287,10 @@ class OrtFormatRunner:
             with tempfile.TemporaryDirectory(prefix="kpx-ort-") as tmp:
                 try:
                     path = to_ort_format(bytes(self.model), tmp)
-                except ImportError as exc:
-                    raise RunnerUnavailableError(f'{exc}; fix: pip install "kpx[mobile]"') from exc
+                except ImportError as exc:  # the message names the fix
+                    raise RunnerUnavailableError(str(exc)) from exc
+                except RuntimeError as exc:
+                    raise RunnerUnavailableError(str(exc).splitlines()[0]) from exc
                 self.ort_bytes = path.read_bytes()
         else:
             self.ort_bytes = Path(self.model).read_bytes()
