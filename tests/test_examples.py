@@ -41,3 +41,33 @@ def test_heatmap_training_example_short_run(capsys):
     out = capsys.readouterr().out
     assert "max |diff| vs worker targets 0.0e+00" in out
     assert "2 DataLoader workers" in out
+
+
+def test_pose_pipeline_example_short_run(capsys, tmp_path):
+    """Train briefly, export image + boxes -> frame keypoints in both emit modes, check parity and learning on ORT."""
+    pytest.importorskip("onnxruntime")
+    import re
+
+    import onnx
+    import torch
+
+    module = runpy.run_path(str(ROOT / "examples" / "pose_pipeline.py"), run_name="kpx_example")
+    threads = torch.get_num_threads()
+    try:
+        assert module["main"](["--quick", "--emit", "both", "--out", str(tmp_path / "pose.onnx")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "kpx nodes: ['DecodeHeatmaps', 'HeatmapToImage']" in out
+    assert "kpx nodes: none (inlined)" in out
+    worst = float(re.search(r"keypoints max \|diff\| (\S+) px \(tolerance", out).group(1))
+    assert worst <= module["TOLERANCE"]
+    dark, baseline = (float(x) for x in re.search(r"ORT dark (\S+);.*baseline (\S+)$", out, re.M).groups())
+    assert dark < module["MAX_ERROR_RATIO"] * baseline
+    function, inline = onnx.load(tmp_path / "pose.onnx"), onnx.load(tmp_path / "pose_inline.onnx")
+    for proto in (function, inline):
+        assert [i.name for i in proto.graph.input] == ["images", "boxes"]
+        assert [o.name for o in proto.graph.output] == ["keypoints", "scores"]
+        assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    assert {n.op_type for n in function.graph.node if n.domain == "kpx"} == {"DecodeHeatmaps", "HeatmapToImage"}
+    assert not [n for n in inline.graph.node if n.domain == "kpx"]
