@@ -96,11 +96,15 @@ def _check_output_path(path: Path, force: bool) -> None:
         raise UsageError(f"output directory {str(path.parent)!r} is not writable; choose another -o path")
 
 
-def _providers(text: str) -> list[str]:
+PARITY_RUNTIMES = ("cpu", "cuda", "openvino", "ort-mobile")
+"""``--providers`` of check/export: ORT CPU and CUDA, OpenVINO CPU (inline files), the ``.ort`` format."""
+
+
+def _providers(text: str, allowed: tuple[str, ...] = PARITY_RUNTIMES) -> list[str]:
     providers = [p.strip().lower() for p in text.split(",") if p.strip()]
-    bad = [p for p in providers if p not in ("cpu", "cuda")]
+    bad = [p for p in providers if p not in allowed]
     if bad or not providers:
-        raise UsageError(f"--providers {text!r}: use cpu, cuda or cpu,cuda")
+        raise UsageError(f"--providers {text!r}: use a comma-separated list of {', '.join(allowed)}")
     return providers
 
 
@@ -170,8 +174,13 @@ def cmd_export(args: argparse.Namespace, log: Log) -> int:
         tolerances = dict.fromkeys(names, spec.tolerances[dtype or torch.float32])
     sets = {"example": inputs, **_resized_inputs(loaded.module, proto, inputs, log)}
     # an fp16 export is judged against the float32 model (PyTorch runs on the fp16-rounded inputs, upcast)
-    report = check_parity(loaded.module, sets, runtimes=providers, model=proto.SerializeToString(),
-                          tolerances=tolerances, reference_dtype=torch.float32 if dtype else None)  # fmt: skip
+    from export_tools.parity.runners import LocalFunctionsUnsupportedError
+
+    try:
+        report = check_parity(loaded.module, sets, runtimes=providers, model=proto.SerializeToString(),
+                              tolerances=tolerances, reference_dtype=torch.float32 if dtype else None)  # fmt: skip
+    except LocalFunctionsUnsupportedError as exc:
+        raise UsageError(f"{out} was written, but cannot be checked there: {exc}") from None
     progress.step("checked")
     print(report.table())
     if args.report:
@@ -236,6 +245,7 @@ def cmd_check(args: argparse.Namespace, log: Log) -> int:
     import onnx
 
     from export_tools.parity import check_parity
+    from export_tools.parity.runners import LocalFunctionsUnsupportedError, RunnerUnavailableError
 
     model = _read_model(args.model)
     providers = _providers(args.providers)
@@ -251,9 +261,11 @@ def cmd_check(args: argparse.Namespace, log: Log) -> int:
     try:
         report = check_parity(module, {"inputs": feeds}, runtimes=providers, model=model,
                               tolerances=_tolerances(args, names), input_meta={"inputs": meta})  # fmt: skip
+    except LocalFunctionsUnsupportedError as exc:  # the file, not the machine: re-export it
+        raise UsageError(str(exc)) from None
+    except RunnerUnavailableError:
+        raise
     except (TypeError, RuntimeError, ValueError) as exc:
-        if type(exc).__name__ == "RunnerUnavailableError":
-            raise
         raise UsageError(f"the inputs do not fit the model: {str(exc).splitlines()[0]}") from None
     print(report.table())
     if args.report:
@@ -335,7 +347,7 @@ def cmd_bench(args: argparse.Namespace, log: Log) -> int:
         del torch
     providers = ["cpu"]
     if args.providers:
-        providers = _providers(args.providers)
+        providers = _providers(args.providers, ("cpu", "cuda"))
     else:
         from export_tools.doctor import probe_cuda_ep
 
@@ -376,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--weights", help="checkpoint: .pt/.pth (loaded with weights_only=True) or .safetensors")
 
     def check_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--providers", default="cpu", help="ONNX Runtime providers to check: cpu, cuda, cpu,cuda")
+        p.add_argument("--providers", default="cpu", help="runtimes to check: cpu, cuda (ORT), openvino, ort-mobile")
         p.add_argument("--atol", type=float, help="absolute tolerance for every output (default: by dtype)")
         p.add_argument("--rtol", type=float, help="relative tolerance for every output (default: by dtype)")
         p.add_argument("--report", help="write the JSON parity report here")

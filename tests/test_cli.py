@@ -339,6 +339,19 @@ def test_check_with_a_missing_cuda_provider_is_environment_error(capsys, exporte
     assert code == 3 and "CUDAExecutionProvider" in err and "pip install onnxruntime-gpu" in err
 
 
+def test_check_on_edge_runtimes(capsys, tmp_path):
+    pytest.importorskip("openvino")
+    fn, inline = tmp_path / "fn.onnx", tmp_path / "inline.onnx"
+    assert cli.main(["export", "builtin:spatial_soft_argmax2d", "-o", str(fn)]) == 0
+    assert cli.main(["export", "builtin:spatial_soft_argmax2d", "-o", str(inline), "--emit", "inline"]) == 0
+    dims = ["--dim", "B=1", "--dim", "N=2", "--dim", "H=5", "--dim", "W=4"]
+    capsys.readouterr()
+    code, out, _ = run(capsys, "check", str(inline), "--providers", "cpu,openvino,ort-mobile", *dims)
+    assert code == 0 and "openvino-cpu" in out and "ort-mobile" in out and "verdict: PASS (3 cases)" in out
+    code, _, err = run(capsys, "check", str(fn), "--providers", "openvino", *dims)
+    assert code == 2 and "cannot read ONNX local functions" in err and "--emit inline" in err
+
+
 # --- kpx inspect -------------------------------------------------------------------------------------------
 
 
