@@ -56,8 +56,8 @@ TARGETS = {
                "TensorRT 10 ONNX parser: opset 9-20 (later 10.x read more); local functions imported, "
                ">= 10.7 can map a node to a plugin of the same name"),
         Target("openvino", "OpenVINO (ONNX frontend, CPU plugin)", 7, 21, ERROR, WARNING, WARNING, None, WARNING,
-               None, None, None, "measured with openvino 2026.4.1: local functions of a custom domain are not "
-               "converted ('No conversion rule found')"),
+               None, None, None, "measured with openvino 2026.4.1: no ONNX local function is converted, "
+               "in any domain ('No conversion rule found'; OPENVINO_READS_LOCAL_FUNCTIONS)"),
         Target("ort-mobile", "ONNX Runtime mobile (.ort format, reduced builds)", 7, 21, None, WARNING, None, None,
                None, None, None, None, "onnxruntime conversion tools inline local functions; reduced operator "
                "builds often leave out double kernels"),
