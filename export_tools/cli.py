@@ -51,7 +51,10 @@ class Progress:
         self.done, self.start, self.drawn = 0, time.perf_counter(), False
 
     def step(self, what: str = "") -> None:
-        self.done = min(self.done + 1, self.total)
+        self.set(self.done + 1, what)
+
+    def set(self, done: int, what: str = "") -> None:
+        self.done = min(done, self.total)
         if self.enabled and time.perf_counter() - self.start > 1.0:
             filled = int(24 * self.done / self.total)
             bar = "#" * filled + "." * (24 - filled)
@@ -86,10 +89,10 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _check_output_path(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise UsageError(f"{str(path)!r} is a directory; give a file name such as {str(path / 'model.onnx')!r}")
     if path.exists() and not force:
         raise UsageError(f"{str(path)!r} exists; pass --force to overwrite it")
-    if path.exists() and path.is_dir():
-        raise UsageError(f"{str(path)!r} is a directory; give a file name such as {str(path / 'model.onnx')!r}")
     if not path.parent.is_dir():
         raise UsageError(f"output directory {str(path.parent)!r} does not exist; create it first")
     if not os.access(path.parent, os.W_OK):
@@ -106,6 +109,57 @@ def _providers(text: str, allowed: tuple[str, ...] = PARITY_RUNTIMES) -> list[st
     if bad or not providers:
         raise UsageError(f"--providers {text!r}: use a comma-separated list of {', '.join(allowed)}")
     return providers
+
+
+def _check_runtimes(providers: list[str]) -> None:
+    """Fails early (before any work) when a requested runtime is missing."""
+    from export_tools.parity.runners import PROVIDERS, RunnerUnavailableError
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RunnerUnavailableError('onnxruntime is not installed; fix: pip install "kpx[cpu]"') from None
+    for p in providers:
+        if p in PROVIDERS and PROVIDERS[p] not in ort.get_available_providers():
+            raise RunnerUnavailableError(f"{PROVIDERS[p]} is not available in this onnxruntime ({ort.__version__}); "
+                                         "fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+                                         "onnxruntime-gpu")  # fmt: skip
+        if p == "openvino":
+            try:
+                import openvino  # noqa: F401
+            except ImportError:
+                raise RunnerUnavailableError('openvino is not installed; fix: pip install "kpx[openvino]"') from None
+
+
+def _check_report_path(path: str | None) -> None:
+    if path and not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"--report {path!r}: directory {str(Path(path).parent)!r} does not exist; create it first")
+
+
+def _flat_outputs(outputs: Any) -> list[Any]:
+    if isinstance(outputs, (tuple, list)):
+        return [t for o in outputs for t in _flat_outputs(o)]
+    return [outputs]
+
+
+def _forward_check(module, example: tuple, names: list[str]) -> None:
+    """Runs the model once on the example inputs: it must accept them and return tensors."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            outputs = module(*example)
+    except Exception as exc:
+        shapes = ", ".join(f"{n}:{'x'.join(map(str, t.shape))}" for n, t in zip(names, example))
+        raise UsageError(f"the model fails on inputs {shapes} ({type(exc).__name__}: {_root_cause(exc)}); pass "
+                         "--input with shapes the model accepts") from None  # fmt: skip
+    if isinstance(outputs, dict):
+        raise UsageError("the model returns a dict; return a tensor or a tuple of tensors (wrap it: "
+                         "`return out['a'], out['b']`) and name them in that order")  # fmt: skip
+    flat = _flat_outputs(outputs)
+    if not flat or not all(isinstance(o, torch.Tensor) for o in flat):
+        kinds = sorted({type(o).__name__ for o in flat if not isinstance(o, torch.Tensor)}) or ["nothing"]
+        raise UsageError(f"the model returns {', '.join(kinds)}; it must return a tensor or a tuple of tensors")
 
 
 def _tolerances(args: argparse.Namespace, outputs: list[str]) -> dict[str, tuple[float, float]] | None:
@@ -128,25 +182,22 @@ def cmd_export(args: argparse.Namespace, log: Log) -> int:
     out = Path(args.output)
     _check_output_path(out, args.force)
     providers = _providers(args.providers)
+    if args.check:
+        _check_runtimes(providers)
+        _check_report_path(args.report)
     progress = log.progress("export", 4 + bool(args.check))
     loaded = load_model(args.model, args.weights)
     progress.step("model loaded")
-    example, dynamic = make_inputs(loaded, args.input, args.dynamic)
+    example, dynamic, input_names = make_inputs(loaded, args.input, args.dynamic)
     dtype = {"fp32": None, "fp16": torch.float16}[args.dtype]
-    try:
-        with torch.no_grad():
-            loaded.module(*example)
-    except Exception as exc:
-        shapes = ", ".join(f"{n}:{'x'.join(map(str, t.shape))}" for n, t in zip(loaded.input_names, example))
-        raise UsageError(f"the model fails on inputs {shapes} ({type(exc).__name__}: {exc}); pass --input "
-                         "with shapes the model accepts") from None  # fmt: skip
+    _forward_check(loaded.module, example, input_names)
     progress.step("forward ok")
     log.debug(f"exporting {loaded.source} with opset {args.opset}, emit={args.emit}, dynamic={dynamic}")
     try:
         spec = getattr(loaded.module, "spec", None)  # builtin ops: outputs named as in the registry
         output_names = [o.name for o in spec.outputs] if spec is not None else None
         proto = to_onnx(loaded.module, example, opset=args.opset, dynamic_shapes=dynamic, emit=args.emit,
-                        dtype=dtype, input_names=loaded.input_names, output_names=output_names)  # fmt: skip
+                        dtype=dtype, input_names=input_names, output_names=output_names)  # fmt: skip
     except ExportError as exc:
         log.debug(str(exc))
         raise UsageError(f"export failed: {_root_cause(exc)}; change the model or the --dynamic dims") from exc
@@ -174,14 +225,13 @@ def cmd_export(args: argparse.Namespace, log: Log) -> int:
         tolerances = dict.fromkeys(names, spec.tolerances[dtype or torch.float32])
     sets = {"example": inputs, **_resized_inputs(loaded.module, proto, inputs, log)}
     # an fp16 export is judged against the float32 model (PyTorch runs on the fp16-rounded inputs, upcast)
-    from export_tools.parity.runners import LocalFunctionsUnsupportedError
+    from export_tools.parity.runners import LocalFunctionsUnsupportedError, ModelLoadError
 
     try:
         report = check_parity(loaded.module, sets, runtimes=providers, model=proto.SerializeToString(),
                               tolerances=tolerances, reference_dtype=torch.float32 if dtype else None)  # fmt: skip
-    except LocalFunctionsUnsupportedError as exc:
+    except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:
         raise UsageError(f"{out} was written, but cannot be checked there: {exc}") from None
-    progress.step("checked")
     print(report.table())
     if args.report:
         report.write_json(args.report)
@@ -245,10 +295,12 @@ def cmd_check(args: argparse.Namespace, log: Log) -> int:
     import onnx
 
     from export_tools.parity import check_parity
-    from export_tools.parity.runners import LocalFunctionsUnsupportedError, RunnerUnavailableError
+    from export_tools.parity.runners import LocalFunctionsUnsupportedError, ModelLoadError, RunnerUnavailableError
 
     model = _read_model(args.model)
     providers = _providers(args.providers)
+    _check_runtimes(providers)
+    _check_report_path(args.report)
     feeds, meta = _model_inputs(args, model)
     module = None
     if args.reference:
@@ -261,12 +313,13 @@ def cmd_check(args: argparse.Namespace, log: Log) -> int:
     try:
         report = check_parity(module, {"inputs": feeds}, runtimes=providers, model=model,
                               tolerances=_tolerances(args, names), input_meta={"inputs": meta})  # fmt: skip
-    except LocalFunctionsUnsupportedError as exc:  # the file, not the machine: re-export it
+    except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:  # the file, not the machine
         raise UsageError(str(exc)) from None
     except RunnerUnavailableError:
         raise
     except (TypeError, RuntimeError, ValueError) as exc:
-        raise UsageError(f"the inputs do not fit the model: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"the inputs do not fit the model ({_root_cause(exc)}); check --inputs/--dim "
+                         "against `kpx inspect`") from None  # fmt: skip
     print(report.table())
     if args.report:
         report.write_json(args.report)
@@ -293,6 +346,8 @@ def cmd_inspect(args: argparse.Namespace, log: Log) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     info = inspect_model(model)
+    if args.profile and not (args.target or "").startswith("tensorrt"):
+        raise UsageError("--profile only applies with --target tensorrt-8.6 or tensorrt-10")
     if not args.target:
         print(json.dumps(info, indent=2) if args.json else format_inspection(info))
         return OK
@@ -301,11 +356,15 @@ def cmd_inspect(args: argparse.Namespace, log: Log) -> int:
 
     report = check(model, args.target)
     result = {"model": args.model, **report.as_dict()}
-    if args.target.startswith("tensorrt"):
+    if args.target.startswith("tensorrt") and report.accepted:
         try:
             result["trtexec"] = trtexec_commands(model, args.model, args.target, dict(map(_profile, args.profile)))
-        except ValueError as exc:  # the verdict stands; only the command lines need the sizes
-            log.info(f"no trtexec lines: {exc}")
+        except ValueError as exc:
+            if str(exc).startswith("--profile"):
+                raise UsageError(str(exc)) from None
+            log.info(f"no trtexec lines: {exc}")  # the verdict stands; only the command lines need the sizes
+    elif args.target.startswith("tensorrt"):
+        log.info("no trtexec lines: apply the fixes above first")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -339,9 +398,10 @@ def cmd_bench(args: argparse.Namespace, log: Log) -> int:
         from export_tools.loading import load_model, make_inputs
 
         loaded = load_model(args.model, args.weights)
-        example, dynamic = make_inputs(loaded, args.input, args.dynamic)
+        example, dynamic, input_names = make_inputs(loaded, args.input, args.dynamic)
+        _forward_check(loaded.module, example, input_names)
         model = to_onnx(loaded.module, example, dynamic_shapes=dynamic, emit=args.emit,
-                        input_names=loaded.input_names).SerializeToString()  # fmt: skip
+                        input_names=input_names).SerializeToString()  # fmt: skip
         module = loaded.module
         feeds = [t.numpy() for t in example]
         del torch
@@ -353,8 +413,14 @@ def cmd_bench(args: argparse.Namespace, log: Log) -> int:
 
         if probe_cuda_ep() == "works":
             providers.append("cuda")
-    progress = log.progress("bench", 10**9)
-    rows = bench(model, feeds, module=module, providers=providers, seconds=args.seconds, tick=progress.step)
+    progress = log.progress("bench", 100)
+    start = time.perf_counter()
+    budget = max(args.seconds, 1e-3)
+
+    def tick() -> None:
+        progress.set(int(100 * (time.perf_counter() - start) / budget), "timing")
+
+    rows = bench(model, feeds, module=module, providers=providers, seconds=args.seconds, tick=tick)
     progress.close()
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
@@ -368,11 +434,29 @@ def cmd_bench(args: argparse.Namespace, log: Log) -> int:
 # --- parser ------------------------------------------------------------------------------------------------
 
 
+def _kpx_version() -> str:
+    from custom_ops._version import __version__
+
+    return __version__
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # -v/-q work before or after the subcommand: the subcommands' copies default to SUPPRESS so that they
+    # do not overwrite what the top level parsed
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr; tracebacks")
-    common.add_argument("-q", "--quiet", action="store_true", help="errors only on stderr")
-    parser = argparse.ArgumentParser(prog="kpx", description=__doc__.split("\n\n")[0], parents=[common])
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="details, tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="errors only on stderr")
+    parser = argparse.ArgumentParser(prog="kpx", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="details, tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", default=False, help="errors only on stderr")
+    parser.add_argument("--version", action="version", version=f"kpx {_kpx_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("ops", parents=[common], help="list the registered ops")
@@ -389,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def check_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--providers", default="cpu", help="runtimes to check: cpu, cuda (ORT), openvino, ort-mobile")
-        p.add_argument("--atol", type=float, help="absolute tolerance for every output (default: by dtype)")
-        p.add_argument("--rtol", type=float, help="relative tolerance for every output (default: by dtype)")
+        p.add_argument("--atol", type=_non_negative, help="absolute tolerance for every output (default: by dtype)")
+        p.add_argument("--rtol", type=_non_negative, help="relative tolerance for every output (default: by dtype)")
         p.add_argument("--report", help="write the JSON parity report here")
 
     p = sub.add_parser("export", parents=[common], help="export a model to ONNX")
@@ -438,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE", help="size of a symbolic dim")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--providers", help="cpu, cuda or cpu,cuda (default: cpu, plus cuda when it works)")
-    p.add_argument("--seconds", type=float, default=3.0, help="time budget for all runtimes (default 3)")
+    p.add_argument("--seconds", type=_non_negative, default=3.0, help="time budget for all runtimes (default 3)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_bench)
     return parser
@@ -466,7 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug in kpx or an unforeseen input: one line, the traceback with -v
         if args.verbose:
-            raise
+            import traceback
+
+            traceback.print_exc()
         log.error(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
                   "(rerun with -v for the traceback)")  # fmt: skip
         return USAGE

@@ -245,6 +245,9 @@ def save_atomic(proto, path: str | os.PathLike, *, overwrite: bool = True) -> Pa
     if proto.ByteSize() >= 2**31:
         raise ExportError("model is >= 2 GiB; kpx does not yet write external data for such models")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file should get the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(proto.SerializeToString())

@@ -11,16 +11,22 @@ from custom_ops.registry import DOMAIN
 
 
 def load_onnx(path: str | Path):
-    """Loads an ONNX file or raises ``ValueError`` naming the problem (missing file, not ONNX)."""
+    """Loads and checks an ONNX file (with its external data), or raises ``ValueError`` naming the problem
+    (missing file, not ONNX, truncated, no outputs)."""
     import onnx
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist; check the path")
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path))  # external data, if any, relative to the file's directory
+        onnx.checker.check_model(model)
     except Exception as exc:
-        raise ValueError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}: {first})") from None
+    if not model.graph.output:
+        raise ValueError(f"{str(path)!r} is not a usable ONNX model: its graph has no outputs")
+    return model
 
 
 def _value(value) -> dict[str, Any]:

@@ -34,6 +34,8 @@ class LoadedModel:
     example: dict[str, torch.Tensor] = field(default_factory=dict)
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
     source: str = ""
+    #: forward parameters with a default: inputs only when ``--input`` names them
+    optional: tuple[str, ...] = ()
 
 
 def load_model(spec: str, weights: str | None = None) -> LoadedModel:
@@ -53,6 +55,8 @@ def load_model(spec: str, weights: str | None = None) -> LoadedModel:
         raise UsageError(f"{spec!r} is a {type(factory).__name__}, not a callable factory; point at a function")
     try:
         module = factory()
+    except SystemExit as exc:
+        raise UsageError(f"factory {spec!r} called sys.exit({exc.code!r}); it must return a model") from None
     except Exception as exc:
         raise UsageError(
             f"factory {spec!r} raised {type(exc).__name__}: {exc}; fix the factory or its defaults"
@@ -61,7 +65,8 @@ def load_model(spec: str, weights: str | None = None) -> LoadedModel:
         raise UsageError(f"factory {spec!r} returned {type(module).__name__}; it must return a torch.nn.Module")
     if weights:
         load_weights(module, weights)
-    return LoadedModel(module.eval(), _forward_names(module), source=spec)
+    names, optional = _forward_names(module)
+    return LoadedModel(module.eval(), names, source=spec, optional=optional)
 
 
 def _builtin(name: str) -> LoadedModel:
@@ -88,11 +93,16 @@ def _import(target: str) -> Any:
         if not path.is_file():
             raise UsageError(f"model file {target!r} does not exist; check the path")
         name = "kpx_user_" + re.sub(r"\W", "_", path.stem)
+        if path.suffix != ".py":
+            raise UsageError(f"model file {target!r} must be a .py file (or use package.module:factory)")
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:
+            raise UsageError(f"importing {target!r} called sys.exit({exc.code!r}) (argparse at import time?); "
+                             "guard that code with `if __name__ == '__main__':`") from None  # fmt: skip
         except Exception as exc:
             raise UsageError(f"importing {target!r} raised {type(exc).__name__}: {exc}") from None
         return module
@@ -100,6 +110,9 @@ def _import(target: str) -> Any:
         sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules in the working directory are found
     try:
         return importlib.import_module(target)
+    except SystemExit as exc:
+        raise UsageError(f"importing {target!r} called sys.exit({exc.code!r}) (argparse at import time?); "
+                         "guard that code with `if __name__ == '__main__':`") from None  # fmt: skip
     except ModuleNotFoundError as exc:
         raise UsageError(
             f"cannot import {target!r} ({exc}); install the package or run kpx from its directory"
@@ -118,11 +131,21 @@ def _resolve(module: Any, attr: str, spec: str) -> Any:
     return obj
 
 
-def _forward_names(module: torch.nn.Module) -> list[str]:
+def _forward_names(module: torch.nn.Module) -> tuple[list[str], tuple[str, ...]]:
+    """Positional ``forward`` parameters (names, and the ones with a default). Raises for signatures the
+    command line cannot feed: ``*args`` and required keyword-only parameters."""
     if hasattr(module, "input_names"):
-        return list(module.input_names())
-    params = inspect.signature(module.forward).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return list(module.input_names()), ()
+    params = list(inspect.signature(module.forward).parameters.values())
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise UsageError("forward(*args) cannot be fed by name; give the model a forward with named parameters "
+                         "(a small wrapper module)")  # fmt: skip
+    required_kw = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if required_kw:
+        raise UsageError(f"forward has required keyword-only parameters {required_kw}; give them defaults or wrap "
+                         "the model so that every input is positional")  # fmt: skip
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [p.name for p in positional], tuple(p.name for p in positional if p.default is not p.empty)
 
 
 def load_weights(module: torch.nn.Module, path: str) -> None:
@@ -135,36 +158,52 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
         raise UsageError(f"weights file {path!r} does not exist; check the path")
     if file.suffix == ".safetensors":
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_model
         except ImportError:
             raise RuntimeMissingError(
                 "reading .safetensors needs the safetensors package; pip install safetensors"
             ) from None
-        try:
-            state = load_file(str(file))
+        try:  # load_model, not load_file: it restores tied parameters that save_model stored once
+            missing, unexpected = load_model(module, str(file), strict=False)
         except Exception as exc:
-            raise UsageError(f"{path!r} is not a readable safetensors file: {exc}") from None
-    else:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(
-                f"{path!r} cannot be loaded with weights_only=True ({first}); save a plain state_dict "
-                "(torch.save(model.state_dict(), path)) or a .safetensors file"
-            ) from None
+            raise UsageError(f"{path!r} is not a readable safetensors file for this model: {_one_line(exc)}") from None
+        _check_keys(path, list(missing), list(unexpected))
+        return
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(
+            f"{path!r} cannot be loaded with weights_only=True ({_one_line(exc)[:200]}); save a plain state_dict "
+            "(torch.save(model.state_dict(), path)) or a .safetensors file"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"{path!r} does not hold a state_dict of tensors; save model.state_dict()")
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        raise UsageError(f"{path!r} does not fit the model ({_one_line(exc, last=True)}); pass the checkpoint of "
+                         "this architecture and configuration") from None  # fmt: skip
+    _check_keys(path, result.missing_keys, result.unexpected_keys)
+
+
+def _check_keys(path: str, missing: list[str], unexpected: list[str]) -> None:
+    if missing or unexpected:
         raise UsageError(
-            f"{path!r} does not fit the model: missing keys {result.missing_keys[:5]}, unexpected keys "
-            f"{result.unexpected_keys[:5]}; pass the checkpoint of this architecture"
+            f"{path!r} does not fit the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}; "
+            "pass the checkpoint of this architecture"
         )
+
+
+def _one_line(exc: BaseException, *, last: bool = False) -> str:
+    """An exception's message on one line, without terminal colour codes."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if last else lines[0]
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -210,17 +249,25 @@ def parse_dynamic(text: str) -> tuple[str, dict[int, str]]:
 
 def make_inputs(
     loaded: LoadedModel, inputs: list[str], dynamic: list[str], *, seed: int = 0
-) -> tuple[tuple[torch.Tensor, ...], tuple | None]:
-    """Example tensors (seeded) and ``dynamic_shapes`` for the export, from ``--input``/``--dynamic``."""
+) -> tuple[tuple[torch.Tensor, ...], tuple | None, list[str]]:
+    """Example tensors (seeded), ``dynamic_shapes`` and the input names used, from ``--input``/``--dynamic``.
+
+    A forward parameter with a default is an input only when ``--input`` names it (and then every
+    parameter before it must be an input too). A dynamic dim needs an example size of at least 2:
+    torch.export specialises sizes 0 and 1, so a model that fixes such a dim would go unnoticed."""
     shapes = {}
     for text in inputs:
         name, shape, dtype = parse_input(text)
         if name not in loaded.input_names:
             raise UsageError(f"--input {name!r}: the model's inputs are {loaded.input_names}; use one of those names")
+        if name in shapes:
+            raise UsageError(f"--input {name!r} is given twice; give each input once")
         shapes[name] = (shape, dtype)
+    given = [n for n in loaded.input_names if n in shapes or n not in loaded.optional or n in loaded.example]
+    names = loaded.input_names[: max((loaded.input_names.index(n) + 1 for n in given), default=0)]
     generator = torch.Generator().manual_seed(seed)
     tensors = []
-    for name in loaded.input_names:
+    for name in names:
         example = loaded.example.get(name)
         if name in shapes:
             shape, dtype = shapes[name]
@@ -235,20 +282,32 @@ def make_inputs(
             tensors.append(example)
         else:
             raise UsageError(f"no shape for input {name!r}; add --input {name}:1x17x64x48 (its real shape)")
-    specs = dict(loaded.dynamic)
+    specs = {n: dict(d) for n, d in loaded.dynamic.items() if n in names}
     for text in dynamic:
         name, dims = parse_dynamic(text)
-        if name not in loaded.input_names:
-            raise UsageError(f"--dynamic {name!r}: the model's inputs are {loaded.input_names}; use one of those")
-        rank = tensors[loaded.input_names.index(name)].dim()
+        if name not in names:
+            raise UsageError(f"--dynamic {name!r}: the model's inputs are {names}; use one of those")
+        rank = tensors[names.index(name)].dim()
         bad = [d for d in dims if d >= rank]
         if bad:
             raise UsageError(f"--dynamic {text!r}: input {name!r} has rank {rank}, so dims {bad} do not exist")
-        specs[name] = dims
+        specs.setdefault(name, {}).update(dims)  # repeated --dynamic for one input add up
+    sizes: dict[str, tuple[str, int]] = {}
+    for name, dims in specs.items():
+        tensor = tensors[names.index(name)]
+        for d, symbol in dims.items():
+            size = int(tensor.shape[d])
+            if size < 2:
+                raise UsageError(f"dynamic dim {d} ({symbol}) of {name!r} has example size {size}; torch.export "
+                                 f"fixes sizes 0 and 1, so give --input {name} a size >= 2 there")  # fmt: skip
+            first = sizes.setdefault(symbol, (name, size))
+            if first[1] != size:
+                raise UsageError(f"dim {symbol!r} is {first[1]} in {first[0]!r} but {size} in {name!r}; one symbolic "
+                                 "name is one size: give the example inputs equal sizes or other names")  # fmt: skip
     if not specs:
-        return tuple(tensors), None
-    per_input = tuple(specs.get(n) or None for n in loaded.input_names)
+        return tuple(tensors), None, names
+    per_input = tuple(specs.get(n) or None for n in names)
     params = inspect.signature(loaded.module.forward).parameters.values()
-    if any(p.kind == p.VAR_POSITIONAL for p in params):  # forward(*inputs): one nested tuple
-        return tuple(tensors), (per_input,)
-    return tuple(tensors), per_input
+    if any(p.kind == p.VAR_POSITIONAL for p in params):  # forward(*inputs) (builtin ops): one nested tuple
+        return tuple(tensors), (per_input,), names
+    return tuple(tensors), per_input, names

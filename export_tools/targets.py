@@ -17,14 +17,20 @@ Nodes inside function bodies are checked too (they run once inlined).
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ERROR, WARNING = "error", "warning"
 DATA_DEPENDENT = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
 TOPK_LIMIT = 3840
-_AXES_INPUT = ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2",
-               "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "Squeeze", "Unsqueeze")  # fmt: skip
+#: op type -> index of its axes input (TensorRT needs these as constants)
+_AXES_INPUTS = {
+    **dict.fromkeys(("ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2",
+                     "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "Squeeze", "Unsqueeze"), 1),
+    "Slice": 3,
+    "CumSum": 1,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,10 +55,10 @@ class Target:
 TARGETS = {
     t.name: t
     for t in (
-        Target("tensorrt-8.6", "TensorRT 8.6 (ONNX parser of TensorRT 8.x)", 9, 17, ERROR, ERROR, WARNING, ERROR,
+        Target("tensorrt-8.6", "TensorRT 8.6 (ONNX parser of TensorRT 8.x)", 9, 17, ERROR, WARNING, WARNING, ERROR,
                ERROR, ERROR, ERROR, 8, "TensorRT 8.6 support matrix: opset <= 17, ONNX 1.13 (IR 8); no local "
                "functions"),
-        Target("tensorrt-10", "TensorRT 10.x", 9, 20, None, ERROR, WARNING, ERROR, ERROR, ERROR, ERROR, None,
+        Target("tensorrt-10", "TensorRT 10.x", 9, 20, None, WARNING, WARNING, ERROR, ERROR, ERROR, ERROR, None,
                "TensorRT 10 ONNX parser: opset 9-20 (later 10.x read more); local functions imported, "
                ">= 10.7 can map a node to a plugin of the same name"),
         Target("openvino", "OpenVINO (ONNX frontend, CPU plugin)", 7, 21, ERROR, WARNING, WARNING, None, WARNING,
@@ -105,6 +111,28 @@ def _opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def _graphs(graph):
+    """The graph and all its subgraphs."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _graphs(sub)
+
+
+def _constant_value(attr) -> Any:
+    import numpy as np
+    from onnx import numpy_helper
+
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    if attr.name in ("value_int", "value_float"):
+        return np.asarray(attr.i if attr.name == "value_int" else attr.f)
+    if attr.name in ("value_ints", "value_floats"):
+        return np.asarray(list(attr.ints if attr.name == "value_ints" else attr.floats))
+    return np.asarray(0)  # strings, sparse: constant, value not needed here
+
+
 def _walk(nodes, where: str):
     for node in nodes:
         yield node, where
@@ -154,13 +182,18 @@ def check_target(model, target: str) -> TargetReport:
     except Exception:  # inference is a help here, not a requirement
         inferred = inlined
     graph = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
-    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    types: dict[str, int] = {}
+    constants: dict[str, Any] = {}
+    for g in _graphs(graph):
+        types.update({v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]})
+        for init in g.initializer:
+            constants[init.name] = onnx.numpy_helper.to_array(init)
+            types.setdefault(init.name, init.data_type)
     for node, _ in _walk(graph.node, "graph"):
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
-    for init in graph.initializer:
-        types.setdefault(init.name, init.data_type)
+        if node.op_type == "Constant" and node.attribute:
+            constants[node.output[0]] = _constant_value(node.attribute[0])
+            if node.attribute[0].name in ("value_float", "value_floats"):
+                types.setdefault(node.output[0], TensorProto.FLOAT)
 
     inline_fix = "kpx's own ops avoid this; if it comes from your model, rewrite that part"
     for node, where in _walk(graph.node, "graph"):
@@ -178,12 +211,14 @@ def check_target(model, target: str) -> TargetReport:
                     "build the range in int64 and Cast it (as kpx grids do)")  # fmt: skip
         if node.op_type == "TopK" and len(node.input) > 1:
             k = constants.get(node.input[1])
-            if k is None:
-                add(t.topk, "topk-k", at, "TopK's k is not a constant", "make k a constant")
+            if k is None:  # TensorRT >= 8.6 accepts a dynamic k, but cannot check it against its limit
+                add(t.topk and WARNING, "topk-k", at, f"TopK's k is not a constant (must stay < {TOPK_LIMIT})",
+                    "make k a constant")  # fmt: skip
             elif int(k.reshape(-1)[0]) >= TOPK_LIMIT:
                 add(t.topk, "topk-k", at, f"TopK k = {int(k.reshape(-1)[0])} >= {TOPK_LIMIT}",
                     "use ArgMax (k = 1) or a smaller k")  # fmt: skip
-        if node.op_type in _AXES_INPUT and len(node.input) > 1 and node.input[1] and node.input[1] not in constants:
+        axes = _AXES_INPUTS.get(node.op_type)
+        if axes is not None and len(node.input) > axes and node.input[axes] and node.input[axes] not in constants:
             add(t.dynamic_axes, "dynamic-axes", at, "axes are not a constant", "give the axes as a constant")
     doubles = sorted(name for name, ty in types.items() if ty == TensorProto.DOUBLE)
     if doubles:
@@ -197,24 +232,31 @@ def check_target(model, target: str) -> TargetReport:
 
 def _profiles(model, overrides: dict[str, tuple[int, int, int]]) -> dict[str, list[tuple[int, int, int]]]:
     """``{input: [(min, opt, max) per dim]}``: symbolic dims from ``overrides``, else from the example
-    shapes kpx records (``kpx.example_shapes``): batch (dim 0) ``1 : n : 4n``, others ``n/2 : n : 2n``."""
+    shapes kpx records (``kpx.example_shapes``): batch (dim 0) ``1 : n : 4n``, others ``n/2 : n : 2n``.
+    One symbolic name gets one profile, wherever it appears."""
     meta = {p.key: p.value for p in model.metadata_props}
     examples = json.loads(meta.get("kpx.example_shapes", "{}"))
+    symbols = {d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
+    unknown = sorted(set(overrides) - symbols)
+    if unknown:
+        raise ValueError(f"--profile {unknown}: not symbolic dims of the model; it has {sorted(symbols) or 'none'}")
+    chosen = dict(overrides)
     profiles = {}
     for value in model.graph.input:
         dims = []
         for i, d in enumerate(value.type.tensor_type.shape.dim):
             if d.HasField("dim_value"):
                 dims.append((d.dim_value,) * 3)
-            elif d.dim_param in overrides:
-                dims.append(overrides[d.dim_param])
-            else:
-                n = examples.get(value.name, [None] * (i + 1))[i] if value.name in examples else None
-                if n is None:
+                continue
+            if d.dim_param not in chosen:
+                shape = examples.get(value.name)
+                if shape is None or not d.dim_param:
                     name = d.dim_param or "NAME"
                     raise ValueError(f"input {value.name!r} dim {i} ({name}) is dynamic and its export size is "
                                      f"unknown; give --profile {name}=MIN:OPT:MAX")  # fmt: skip
-                dims.append((1, n, max(4 * n, 1)) if i == 0 else (max(n // 2, 1), n, 2 * n))
+                n = shape[i]
+                chosen[d.dim_param] = (1, n, max(4 * n, 1)) if i == 0 else (max(n // 2, 1), n, 2 * n)
+            dims.append(chosen[d.dim_param])
         profiles[value.name] = dims
     return profiles
 
@@ -233,21 +275,22 @@ def trtexec_commands(
     profiles = _profiles(model, overrides or {})
     dynamic = any(lo != hi for dims in profiles.values() for lo, _, hi in dims)
     stem = path[:-5] if path.endswith(".onnx") else path
-    base = f"trtexec --onnx={path}"
+    base = f"trtexec --onnx={shlex.quote(path)}"
     if dynamic:
         for flag, k in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
             shapes = ",".join(f"{name}:{'x'.join(str(d[k]) for d in dims)}" for name, dims in profiles.items())
             base += f" {flag}={shapes}"
     half_io = any(v.type.tensor_type.elem_type == TensorProto.FLOAT16 for v in model.graph.input)
-    lines = [f"{base} --saveEngine={stem}.fp32.plan"] if not half_io else []
+    fp32, fp16 = shlex.quote(stem + ".fp32.plan"), shlex.quote(stem + ".fp16.plan")
+    lines = [f"{base} --saveEngine={fp32}"] if not half_io else []
     if target == "tensorrt-10":
         if half_io:
-            lines.append(f"{base} --stronglyTyped --saveEngine={stem}.fp16.plan")
+            lines.append(f"{base} --stronglyTyped --saveEngine={fp16}")
         else:
-            lines.append(f"{base} --fp16 --saveEngine={stem}.fp16.plan  # re-export with --dtype fp16 and use "
+            lines.append(f"{base} --fp16 --saveEngine={fp16}  # re-export with --dtype fp16 and use "
                          "--stronglyTyped to keep kpx's float32 internals")  # fmt: skip
     else:
         io = " --inputIOFormats=fp16:chw --outputIOFormats=fp16:chw" if half_io else ""
-        lines.append(f"{base} --fp16{io} --saveEngine={stem}.fp16.plan  # TensorRT 8.6 may run kpx's float32 "
+        lines.append(f"{base} --fp16{io} --saveEngine={fp16}  # TensorRT 8.6 may run kpx's float32 "
                      "internals in fp16: compare this engine with the fp32 one before shipping it")  # fmt: skip
     return lines

@@ -55,6 +55,39 @@ HEAD = textwrap.dedent(
 
     def baked():
         return Baked()
+
+
+    class Flag(torch.nn.Module):
+        def forward(self, x, extra: bool = False):
+            return x * 2 if not extra else x
+
+
+    def flag():
+        return Flag()
+
+
+    class Star(torch.nn.Module):
+        def forward(self, *xs):
+            return xs[0]
+
+
+    def star():
+        return Star()
+
+
+    class Dict(torch.nn.Module):
+        def forward(self, x):
+            return {"a": x}
+
+
+    def as_dict():
+        return Dict()
+
+
+    def exits():
+        import sys
+
+        sys.exit(0)
     """
 )
 
@@ -131,11 +164,11 @@ def test_export_builtin_writes_a_checked_file_with_one_kpx_node(capsys, tmp_path
 def test_export_factory_with_weights_dynamic_dims_and_check(capsys, work):
     import onnx
 
-    code, out, _ = run(capsys, "export", "head.py:build", "-o", "h.onnx", "--input", "features:1x8x16x12",
-                       "--dynamic", "features:0=B,2=H,3=W", "--weights", "head.pt", "--check",
+    code, out, _ = run(capsys, "export", "head.py:build", "-o", "h.onnx", "--input", "features:2x8x16x12",
+                       "--dynamic", "features:0=B", "--dynamic", "features:2=H,3=W", "--weights", "head.pt", "--check",
                        "--report", "r.json")  # fmt: skip
     assert code == 0, out
-    assert "verdict: PASS" in out and "resized B=2,H=17" in out  # checked at other sizes too
+    assert "verdict: PASS" in out and "resized B=3,H=17,W=13" in out  # checked at other sizes too
     dims = [d.dim_param or d.dim_value for d in onnx.load("h.onnx").graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["B", 8, "H", "W"]
     report = json.loads(Path("r.json").read_text())
@@ -172,6 +205,31 @@ def test_export_loads_safetensors(capsys, work):
     code, _, err = run(capsys, "export", "head.py:build", "-o", "h2.onnx", "--input", "features:1x8x4x4",
                        "--weights", "broken.safetensors")  # fmt: skip
     assert code == 2 and "not a readable safetensors file" in err and not Path("h2.onnx").exists()
+
+
+def test_export_skips_forward_parameters_with_defaults(capsys, work):
+    import onnx
+
+    code, _, err = run(capsys, "export", "head.py:flag", "-o", "f.onnx", "--input", "x:2x3")
+    assert code == 0, err
+    assert [i.name for i in onnx.load("f.onnx").graph.input] == ["x"]
+
+
+def test_exported_file_has_the_usual_permissions(capsys, tmp_path):
+    out = tmp_path / "m.onnx"
+    umask = os.umask(0o022)
+    try:
+        assert cli.main(["export", "builtin:spatial_softmax2d", "-o", str(out)]) == 0
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_verbosity_flags_work_before_the_subcommand(capsys, exported):
+    dims = ["--dim", "B=1", "--dim", "N=1", "--dim", "H=3", "--dim", "W=3"]
+    code, out, err = run(capsys, "-q", "check", str(exported), *dims)
+    assert code == 0 and err == "" and "PASS" in out
+    assert cli.main(["--version"]) == 0 and capsys.readouterr().out.startswith("kpx ")
 
 
 def test_export_fp16_inline_opset17(capsys, tmp_path):
@@ -219,6 +277,23 @@ BAD_EXPORTS = {
         "does not exist",
     ),
     "unknown builtin": (["export", "builtin:softmax3d", "-o", "x.onnx"], "not a kpx op"),
+    "dynamic dim of size 1": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x8x4x4", "--dynamic", "features:0"],
+        "torch.export fixes sizes 0 and 1",
+    ),
+    "one symbol, two sizes": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:2x8x4x6", "--dynamic", "features:2=S,3=S"],
+        "one symbolic name is one size",
+    ),
+    "forward(*args)": (["export", "head.py:star", "-o", "x.onnx", "--input", "xs:2x2"], "forward(*args)"),
+    "dict output": (["export", "head.py:as_dict", "-o", "x.onnx", "--input", "x:2x2"], "returns a dict"),
+    "factory calls sys.exit": (["export", "head.py:exits", "-o", "x.onnx"], "called sys.exit(0)"),
+    "model file without .py": (["export", "head:build.x", "-o", "x.onnx"], "not found"),
+    "output is a directory": (["export", "builtin:spatial_softmax2d", "-o", "."], "is a directory"),
+    "report directory missing": (
+        ["export", "builtin:spatial_softmax2d", "-o", "x.onnx", "--check", "--report", "no/r.json"],
+        "--report",
+    ),
     "missing output directory": (
         ["export", "builtin:spatial_softmax2d", "-o", "nodir/x.onnx"],
         "does not exist; create it",
@@ -317,6 +392,10 @@ BAD_CHECKS = {
     "missing npz": (["check", "{model}", "--inputs", "none.npz"], "does not exist"),
     "npz without the input": (["check", "{model}", "--inputs", "wrong.npz"], "has no array 'input'"),
     "npz of a wrong rank": (["check", "{model}", "--inputs", "rank.npz"], "the model expects"),
+    "npz of a wrong dtype": (["check", "{model}", "--inputs", "ints.npz"], "save it as float32"),
+    "unknown dim name": (["check", "{model}", "--dim", "Q=3"], "not symbolic dims"),
+    "empty file": (["check", "empty.onnx"], "not a readable ONNX file"),
+    "report directory missing": (["check", "{model}", "--report", "no/r.json", "--dim", "B=1"], "--report"),
 }
 
 
@@ -324,6 +403,8 @@ BAD_CHECKS = {
 def test_bad_check_input_is_exit_2(capsys, work, exported, case):
     np.savez(work / "wrong.npz", x=np.zeros((1, 2, 3, 3), np.float32))
     np.savez(work / "rank.npz", input=np.zeros((2, 3, 3), np.float32))
+    np.savez(work / "ints.npz", input=np.zeros((1, 2, 3, 3), np.int64))
+    (work / "empty.onnx").write_bytes(b"")
     argv, message = BAD_CHECKS[case]
     code, out, err = run(capsys, *[a.format(model=exported) for a in argv])
     assert code == 2 and message in err and out == ""

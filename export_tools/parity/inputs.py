@@ -33,6 +33,10 @@ def random_inputs(model: bytes, *, dims: Mapping[str, int] | None = None, seed: 
     """
     rng = np.random.default_rng(seed)
     dims = dict(dims or {})
+    known = {d for _, _, shape in input_specs(model) for d in shape if isinstance(d, str)}
+    unknown = sorted(set(dims) - known)
+    if unknown:
+        raise ValueError(f"dims {unknown} are not symbolic dims of the model; it has {sorted(known) or 'none'}")
     arrays = []
     for name, dtype, shape in input_specs(model):
         missing = [d for d in shape if isinstance(d, str) and d not in dims]
@@ -57,6 +61,7 @@ def load_npz(path: str | Path, model: bytes) -> tuple[np.ndarray, ...]:
     with np.load(path, allow_pickle=False) as data:
         stored = {key: data[key] for key in data.files}
     arrays = []
+    symbols: dict[str, tuple[str, int]] = {}
     for name, dtype, shape in input_specs(model):
         if name not in stored:
             raise ValueError(f"{str(path)!r} has no array {name!r}; it has {sorted(stored)}. "
@@ -65,5 +70,13 @@ def load_npz(path: str | Path, model: bytes) -> tuple[np.ndarray, ...]:
         fixed = [(i, d) for i, d in enumerate(shape) if isinstance(d, int)]
         if array.ndim != len(shape) or any(array.shape[i] != d for i, d in fixed):
             raise ValueError(f"array {name!r} has shape {array.shape}; the model expects {shape}")
-        arrays.append(array.astype(dtype, copy=False))
+        for i, d in enumerate(shape):
+            if isinstance(d, str) and d != "?":
+                first = symbols.setdefault(d, (name, array.shape[i]))
+                if first[1] != array.shape[i]:
+                    raise ValueError(f"dim {d!r} is {first[1]} in {first[0]!r} but {array.shape[i]} in {name!r}; "
+                                     "the model needs them equal")  # fmt: skip
+        if array.dtype != dtype and (array.dtype.kind != dtype.kind or array.dtype.kind not in "fiub"):
+            raise ValueError(f"array {name!r} is {array.dtype}; the model expects {dtype} (save it as {dtype})")
+        arrays.append(array.astype(dtype, copy=False))  # same kind, e.g. float64 -> float32
     return tuple(arrays)

@@ -23,6 +23,10 @@ class RunnerUnavailableError(RuntimeError):
     """A requested runtime cannot run here; the message says how to fix it."""
 
 
+class ModelLoadError(ValueError):
+    """ONNX Runtime CPU refused the model itself (the file, not the machine, is at fault)."""
+
+
 def _flatten(outputs: Any) -> list[torch.Tensor]:
     if isinstance(outputs, torch.Tensor):
         return [outputs]
@@ -92,7 +96,7 @@ class OrtRunner:
                 "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
             )
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors come back as exceptions; no coloured log lines
         for key, value in self.config.items():
             options.add_session_config_entry(key, value)
         if self.provider != "cpu":  # fail instead of silently placing nodes on the CPU
@@ -100,6 +104,8 @@ class OrtRunner:
         try:
             self.session = ort.InferenceSession(self.model, options, providers=[wanted])
         except Exception as exc:  # ORT raises its own exception types
+            if self.provider == "cpu":
+                raise ModelLoadError(f"onnxruntime cannot load this model: {exc}".splitlines()[0]) from exc
             raise RunnerUnavailableError(f"{wanted} could not run this model: {exc}".splitlines()[0]) from exc
         if self.session.get_providers()[0] != wanted:
             raise RunnerUnavailableError(
