@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -82,10 +81,11 @@ def cmd_ops(args: argparse.Namespace, log: Log) -> int:
 
 def _root_cause(exc: BaseException) -> str:
     """The innermost cause of an exception, on one line (torch's exporter wraps the useful message)."""
+    from export_tools.loading import one_line
+
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())[:500] or type(exc).__name__
+    return " ".join(one_line(exc, every=True).split())[:500]
 
 
 def _check_output_path(path: Path, force: bool) -> None:
@@ -113,33 +113,15 @@ def _providers(text: str, allowed: tuple[str, ...] = PARITY_RUNTIMES) -> list[st
 
 def _check_runtimes(providers: list[str]) -> None:
     """Fails early (before any work) when a requested runtime is missing."""
-    from export_tools.parity.runners import PROVIDERS, RunnerUnavailableError
+    from export_tools.parity.runners import require_runtime
 
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise RunnerUnavailableError('onnxruntime is not installed; fix: pip install "kpx[cpu]"') from None
     for p in providers:
-        if p in PROVIDERS and PROVIDERS[p] not in ort.get_available_providers():
-            raise RunnerUnavailableError(f"{PROVIDERS[p]} is not available in this onnxruntime ({ort.__version__}); "
-                                         "fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
-                                         "onnxruntime-gpu")  # fmt: skip
-        if p == "openvino":
-            try:
-                import openvino  # noqa: F401
-            except ImportError:
-                raise RunnerUnavailableError('openvino is not installed; fix: pip install "kpx[openvino]"') from None
+        require_runtime(p)
 
 
 def _check_report_path(path: str | None) -> None:
     if path and not Path(path).resolve().parent.is_dir():
         raise UsageError(f"--report {path!r}: directory {str(Path(path).parent)!r} does not exist; create it first")
-
-
-def _flat_outputs(outputs: Any) -> list[Any]:
-    if isinstance(outputs, (tuple, list)):
-        return [t for o in outputs for t in _flat_outputs(o)]
-    return [outputs]
 
 
 def _forward_check(module, example: tuple, names: list[str]) -> None:
@@ -153,13 +135,17 @@ def _forward_check(module, example: tuple, names: list[str]) -> None:
         shapes = ", ".join(f"{n}:{'x'.join(map(str, t.shape))}" for n, t in zip(names, example))
         raise UsageError(f"the model fails on inputs {shapes} ({type(exc).__name__}: {_root_cause(exc)}); pass "
                          "--input with shapes the model accepts") from None  # fmt: skip
+    from export_tools.parity.runners import flatten_outputs
+
     if isinstance(outputs, dict):
         raise UsageError("the model returns a dict; return a tensor or a tuple of tensors (wrap it: "
                          "`return out['a'], out['b']`) and name them in that order")  # fmt: skip
-    flat = _flat_outputs(outputs)
-    if not flat or not all(isinstance(o, torch.Tensor) for o in flat):
-        kinds = sorted({type(o).__name__ for o in flat if not isinstance(o, torch.Tensor)}) or ["nothing"]
-        raise UsageError(f"the model returns {', '.join(kinds)}; it must return a tensor or a tuple of tensors")
+    try:
+        flat = flatten_outputs(outputs)
+    except TypeError:
+        flat = []
+    if not flat:
+        raise UsageError(f"the model returns {type(outputs).__name__}; it must return a tensor or a tuple of tensors")
 
 
 def _tolerances(args: argparse.Namespace, outputs: list[str]) -> dict[str, tuple[float, float]] | None:
@@ -173,10 +159,26 @@ def _tolerances(args: argparse.Namespace, outputs: list[str]) -> dict[str, tuple
     return dict.fromkeys(outputs, (rtol, atol))
 
 
+def _export(loaded, example: tuple, dynamic, input_names: list[str], log: Log, **options: Any):
+    """``to_onnx`` with the CLI's errors: a model that cannot be exported is a usage error (exit 2)."""
+    from export_tools.exporter import ExportError, to_onnx
+
+    spec = getattr(loaded.module, "spec", None)  # builtin ops: outputs named as in the registry
+    output_names = [o.name for o in spec.outputs] if spec is not None else None
+    try:
+        return to_onnx(loaded.module, example, dynamic_shapes=dynamic, input_names=input_names,
+                       output_names=output_names, **options)  # fmt: skip
+    except ExportError as exc:
+        log.debug(str(exc))
+        raise UsageError(f"export failed: {_root_cause(exc)}; change the model or the --dynamic dims") from exc
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def cmd_export(args: argparse.Namespace, log: Log) -> int:
     import torch
 
-    from export_tools.exporter import ExportError, save_atomic, to_onnx
+    from export_tools.exporter import save_atomic
     from export_tools.loading import load_model, make_inputs
 
     out = Path(args.output)
@@ -193,16 +195,7 @@ def cmd_export(args: argparse.Namespace, log: Log) -> int:
     _forward_check(loaded.module, example, input_names)
     progress.step("forward ok")
     log.debug(f"exporting {loaded.source} with opset {args.opset}, emit={args.emit}, dynamic={dynamic}")
-    try:
-        spec = getattr(loaded.module, "spec", None)  # builtin ops: outputs named as in the registry
-        output_names = [o.name for o in spec.outputs] if spec is not None else None
-        proto = to_onnx(loaded.module, example, opset=args.opset, dynamic_shapes=dynamic, emit=args.emit,
-                        dtype=dtype, input_names=input_names, output_names=output_names)  # fmt: skip
-    except ExportError as exc:
-        log.debug(str(exc))
-        raise UsageError(f"export failed: {_root_cause(exc)}; change the model or the --dynamic dims") from exc
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    proto = _export(loaded, example, dynamic, input_names, log, opset=args.opset, emit=args.emit, dtype=dtype)
     progress.step("exported")
     try:
         save_atomic(proto, out, overwrite=args.force)
@@ -392,19 +385,14 @@ def cmd_bench(args: argparse.Namespace, log: Log) -> int:
             raise UsageError("--input/--dynamic apply to a MODEL spec; for an .onnx file use --dim NAME=SIZE")
         feeds, _ = _model_inputs(args, model)
     else:
-        import torch
-
-        from export_tools.exporter import to_onnx
         from export_tools.loading import load_model, make_inputs
 
         loaded = load_model(args.model, args.weights)
         example, dynamic, input_names = make_inputs(loaded, args.input, args.dynamic)
         _forward_check(loaded.module, example, input_names)
-        model = to_onnx(loaded.module, example, dynamic_shapes=dynamic, emit=args.emit,
-                        input_names=input_names).SerializeToString()  # fmt: skip
+        model = _export(loaded, example, dynamic, input_names, log, emit=args.emit).SerializeToString()
         module = loaded.module
         feeds = [t.numpy() for t in example]
-        del torch
     providers = ["cpu"]
     if args.providers:
         providers = _providers(args.providers, ("cpu", "cuda"))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from custom_ops.registry import DOMAIN
+from export_tools.exporter import iter_nodes
 
 
 def load_onnx(path: str | Path):
@@ -38,19 +39,11 @@ def _value(value) -> dict[str, Any]:
     return {"name": value.name, "dtype": dtype, "shape": dims}
 
 
-def _nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _nodes(sub)
-
-
 def inspect_model(model) -> dict[str, Any]:
     """A JSON-ready summary of ``model`` (an ``onnx.ModelProto``)."""
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
     functions = {(f.domain, f.name): f for f in model.functions}
-    used = Counter((n.domain or "ai.onnx", n.op_type) for n in _nodes(model.graph))
+    used = Counter((n.domain or "ai.onnx", n.op_type) for n in iter_nodes(model.graph))
     meta = {p.key: p.value for p in model.metadata_props}
     kpx_nodes = sorted(op for (domain, op) in used if domain == DOMAIN)
     kpx_ops = [

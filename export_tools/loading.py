@@ -166,14 +166,14 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
         try:  # load_model, not load_file: it restores tied parameters that save_model stored once
             missing, unexpected = load_model(module, str(file), strict=False)
         except Exception as exc:
-            raise UsageError(f"{path!r} is not a readable safetensors file for this model: {_one_line(exc)}") from None
+            raise UsageError(f"{path!r} is not a readable safetensors file for this model: {one_line(exc)}") from None
         _check_keys(path, list(missing), list(unexpected))
         return
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UsageError(
-            f"{path!r} cannot be loaded with weights_only=True ({_one_line(exc)[:200]}); save a plain state_dict "
+            f"{path!r} cannot be loaded with weights_only=True ({one_line(exc)[:200]}); save a plain state_dict "
             "(torch.save(model.state_dict(), path)) or a .safetensors file"
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):
@@ -185,7 +185,7 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes that differ
-        raise UsageError(f"{path!r} does not fit the model ({_one_line(exc, last=True)}); pass the checkpoint of "
+        raise UsageError(f"{path!r} does not fit the model ({one_line(exc, last=True)}); pass the checkpoint of "
                          "this architecture and configuration") from None  # fmt: skip
     _check_keys(path, result.missing_keys, result.unexpected_keys)
 
@@ -198,11 +198,14 @@ def _check_keys(path: str, missing: list[str], unexpected: list[str]) -> None:
         )
 
 
-def _one_line(exc: BaseException, *, last: bool = False) -> str:
-    """An exception's message on one line, without terminal colour codes."""
+def one_line(exc: BaseException, *, last: bool = False, every: bool = False) -> str:
+    """An exception's message without terminal colour codes: its first line, its last, or ``every`` line
+    joined into one."""
     lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
+    if every:
+        return " ".join(lines)
     return lines[-1] if last else lines[0]
 
 

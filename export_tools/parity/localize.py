@@ -102,6 +102,11 @@ def promote_to_float64(model):
     return out
 
 
+def feeds_to_float64(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Float inputs as float64 (for a :func:`promote_to_float64` graph); others unchanged."""
+    return [np.asarray(f).astype(np.float64) if np.asarray(f).dtype.kind == "f" else np.asarray(f) for f in feeds]
+
+
 def first_divergence(
     model: bytes,
     feeds: Sequence[np.ndarray],
@@ -130,9 +135,8 @@ def first_divergence(
     names = [o.name for o in runner.session.get_outputs()]
     actual = dict(zip(names, runner.run(feeds), strict=True))
     inputs = [i.name for i in inlined.graph.input]
-    feeds64 = [np.asarray(f).astype(np.float64) if np.asarray(f).dtype.kind == "f" else np.asarray(f) for f in feeds]
     expected = ReferenceEvaluator(promote_to_float64(inlined)).run(
-        None, dict(zip(inputs, feeds64, strict=True)), intermediate=True
+        None, dict(zip(inputs, feeds_to_float64(feeds), strict=True)), intermediate=True
     )
     for index, node in enumerate(inlined.graph.node):
         for out in (o for o in node.output if o and o in expected and o in actual):

@@ -27,11 +27,12 @@ class ModelLoadError(ValueError):
     """ONNX Runtime CPU refused the model itself (the file, not the machine, is at fault)."""
 
 
-def _flatten(outputs: Any) -> list[torch.Tensor]:
+def flatten_outputs(outputs: Any) -> list[torch.Tensor]:
+    """A model's outputs as a flat list of tensors; ``TypeError`` for anything else (dicts, None)."""
     if isinstance(outputs, torch.Tensor):
         return [outputs]
     if isinstance(outputs, (tuple, list)):
-        return [t for o in outputs for t in _flatten(o)]
+        return [t for o in outputs for t in flatten_outputs(o)]
     raise TypeError(f"model outputs must be tensors or (nested) tuples of tensors; got {type(outputs).__name__}")
 
 
@@ -59,11 +60,38 @@ class TorchRunner:
         if self.dtype is not None:
             args = [a.to(self.dtype) if a.is_floating_point() else a for a in args]
         with torch.no_grad():
-            outputs = _flatten(module.eval()(*args))
+            outputs = flatten_outputs(module.eval()(*args))
         return [o.detach().cpu().numpy() for o in outputs]
 
     def describe(self) -> dict[str, str]:
         return {"runtime": self.name, "torch": torch.__version__}
+
+
+def require_runtime(kind: str) -> None:
+    """Raises :class:`RunnerUnavailableError` with the fix unless runtime ``kind`` (``"cpu"``, ``"cuda"``,
+    ``"ort-mobile"``, ``"openvino"``) can be used here. Cheap: no model is loaded."""
+    if kind == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise RunnerUnavailableError('openvino is not installed; fix: pip install "kpx[openvino]"') from None
+        return
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RunnerUnavailableError(
+            'onnxruntime is not installed; fix: pip install "kpx[cpu]" (or "kpx[gpu]" for CUDA, never both)'
+        ) from None
+    wanted = PROVIDERS.get(kind)
+    if wanted is None:
+        return  # ort-mobile runs on the CPU provider
+    if hasattr(ort, "preload_dlls") and kind == "cuda":
+        ort.preload_dlls()
+    if wanted not in ort.get_available_providers():
+        raise RunnerUnavailableError(
+            f"{wanted} is not available in this onnxruntime ({ort.__version__}); fix: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+        )
 
 
 @dataclass
@@ -81,20 +109,10 @@ class OrtRunner:
         if self.provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {sorted(PROVIDERS)}; got {self.provider!r}")
         self.name = self.name or f"ort-{self.provider}"
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RunnerUnavailableError(
-                'onnxruntime is not installed; fix: pip install "kpx[cpu]" (or "kpx[gpu]" for CUDA, never both)'
-            ) from None
+        require_runtime(self.provider)
+        import onnxruntime as ort
+
         wanted = PROVIDERS[self.provider]
-        if hasattr(ort, "preload_dlls") and self.provider == "cuda":
-            ort.preload_dlls()
-        if wanted not in ort.get_available_providers():
-            raise RunnerUnavailableError(
-                f"{wanted} is not available in this onnxruntime ({ort.__version__}); fix: "
-                "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
-            )
         options = ort.SessionOptions()
         options.log_severity_level = 4  # errors come back as exceptions; no coloured log lines
         for key, value in self.config.items():
@@ -145,10 +163,10 @@ class ReferenceRunner:
 
         proto = onnx.load_from_string(self.model)
         if self.float64:
-            from export_tools.parity.localize import promote_to_float64
+            from export_tools.parity.localize import feeds_to_float64, promote_to_float64
 
             proto = promote_to_float64(onnx.inliner.inline_local_functions(proto))
-            feeds = [np.asarray(f).astype(np.float64) if np.asarray(f).dtype.kind == "f" else f for f in feeds]
+            feeds = feeds_to_float64(feeds)
         evaluator = ReferenceEvaluator(proto)
         names = [i.name for i in proto.graph.input]
         return list(evaluator.run(None, dict(zip(names, feeds, strict=True))))
@@ -207,12 +225,10 @@ class OpenVinoRunner:
 
     def __post_init__(self) -> None:
         self.name = self.name or f"openvino-{self.device.lower()}"
-        try:
-            import openvino as ov
-            import openvino.properties.hint as hints
-        except ImportError:
-            raise RunnerUnavailableError('openvino is not installed; fix: pip install "kpx[openvino]"') from None
+        require_runtime("openvino")
         import onnx
+        import openvino as ov
+        import openvino.properties.hint as hints
 
         core = ov.Core()
         if self.device not in core.available_devices:
