@@ -1,14 +1,16 @@
 """The op registry: one :class:`OpSpec` per op drives everything else.
 
-The torch custom op, the export translation table, the attached ONNX functions,
-the generic tests and the docs all read these records. Adding an op means one
-file under ``custom_ops/ops/`` that calls :func:`register`, plus one import line.
+The registry only stores: each op file builds its :class:`OpSpec` and calls :func:`register`.
+The torch custom op, the export translation table, the attached ONNX functions, the generic
+tests, the CLI listing and the docs all read these records. Adding an op means one file under
+``custom_ops/ops/`` that calls :func:`register`, one import line in ``custom_ops/ops/__init__.py``
+and its test file.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +24,13 @@ DOMAIN_VERSION = 1
 
 MIN_OPSET = 15
 MAX_OPSET = 21
-"""Default-domain opsets that function bodies are authored for.
+DEFAULT_OPSET = 18
+"""Default-domain opsets that function bodies are authored for, and the default of every export.
 
 15 is the floor: a body is generic over its input type ``T`` (float, float16, bfloat16, double)
 and must return ``T`` after computing in float32, which needs ``CastLike`` (opset 15); ``Cast``
-needs the type spelled out. 17 is the highest that TensorRT 8.x reads.
+needs the type spelled out. 17 is the highest that TensorRT 8.x reads. 18 is what torch.onnx writes
+(kpx traces there and lowers to older opsets), so it is the default.
 """
 
 #: tolerance table type: ``{dtype: (rtol, atol)}``
@@ -93,7 +97,7 @@ class OpSpec:
         build_function: ``(kpx_opset, default_opset) -> OnnxFunction`` (onnxscript,
             script mode); called lazily, once per target opset.
         samples: ``() -> list[Sample]``: representative calls for generic tests.
-        adversarial: ``() -> {name: inputs}``: SPEC.md's bad inputs, for the parity harness.
+        adversarial: ``() -> {name: inputs}``: the bad inputs of docs/spec.md, for the parity harness.
         tolerances: ``{dtype: (rtol, atol)}`` for runtime-vs-PyTorch comparisons.
         conventions: where coordinates come in or out, which convention and why.
     """
@@ -113,7 +117,7 @@ class OpSpec:
     tolerances: Tolerances
     conventions: str = ""
     version: int = DOMAIN_VERSION
-    #: ``() -> {name: inputs}``: adversarial input sets (SPEC.md's bad inputs) for the model built from
+    #: ``() -> {name: inputs}``: adversarial input sets (docs/spec.md's bad inputs) for the model built from
     #: :meth:`export_sample`, each a tuple of that model's input tensors (other shapes, same ranks)
     adversarial: Callable[[], dict[str, tuple]] | None = None
 
@@ -246,48 +250,3 @@ def _translation(name: str) -> Callable[..., Any]:
 def translation_table() -> dict[Any, Callable[..., Any]]:
     """``custom_translation_table`` for ``torch.onnx.export``: every kpx op."""
     return {spec.torch_op.default: spec.translation() for spec in list_ops()}
-
-
-def validate_tensor(value: Any, arg: str, shape_legend: str, ndim: int | None = None) -> torch.Tensor:
-    """Checks that ``value`` is a floating tensor of rank ``ndim``; names ``arg`` otherwise."""
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{arg} must be a torch.Tensor of shape {shape_legend}; got {type(value).__name__}")
-    if ndim is not None and value.dim() != ndim:
-        raise ValueError(f"{arg} must have shape {shape_legend}; got shape {tuple(value.shape)}")
-    if not value.is_floating_point():
-        raise ValueError(f"{arg} must be a floating tensor (float16/bfloat16/float32/float64); got {value.dtype}")
-    return value
-
-
-def positive_scalar(value: Any, arg: str) -> torch.Tensor | float:
-    """Python numbers must be finite and > 0; tensors must hold one element."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{arg} must be a number or a 0-d tensor; got a tensor of shape {tuple(value.shape)}")
-        return value.reshape(())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{arg} must be a positive number or a 0-d tensor; got {value!r}")
-    if not (value > 0 and value != float("inf")):
-        raise ValueError(f"{arg} must be finite and > 0; got {value!r}")
-    return float(value)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16/bfloat16 are computed in float32; float32/float64 as they are."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def is_exporting() -> bool:
-    """True while torch.export (and so torch.onnx dynamo export) traces the model."""
-    return bool(torch.compiler.is_exporting())
-
-
-def as_sequence(value: Sequence[int], arg: str, length: int) -> tuple[int, ...]:
-    """Validates a static int sequence such as ``size=(H, W)``."""
-    try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{arg} must be a sequence of {length} ints; got {value!r}") from None
-    if len(out) != length or any(v < 1 for v in out):
-        raise ValueError(f"{arg} must be {length} ints >= 1; got {value!r}")
-    return out

@@ -1,7 +1,9 @@
-"""``kpx bench``: latency of PyTorch eager vs ONNX Runtime (CPU, and CUDA when it works), median and spread.
+"""``kpx bench``: latency of PyTorch eager vs any runtime of the table (default ORT CPU, and CUDA when it
+works), median and spread.
 
 Each runtime is timed in its own block (warm-up, then calls until its share of the time budget is spent),
-with ORT's thread spinning off. Timings on a shared machine are noisy: compare rows of one run.
+each runner built with its latency settings (``benchmark=True``: ORT's thread spinning off). Timings on a
+shared machine are noisy: compare rows of one run.
 """
 
 from __future__ import annotations
@@ -12,10 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-#: ORT worker threads spin after a call by default and steal the cores from whatever runs next
-#: (measured here: PyTorch eager 10x slower in the calls after an ORT run); benchmarks turn that off.
-NO_SPINNING = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
 
 
 @dataclass
@@ -53,16 +51,16 @@ def bench(
     feeds: Sequence[np.ndarray],
     *,
     module=None,
-    providers: Sequence[str] = ("cpu",),
+    runtimes: Sequence[str] = ("cpu",),
     seconds: float = 3.0,
     tick=None,
 ) -> list[Timing]:
-    """Times ``module`` (PyTorch eager, when given) and ``model`` on each ORT provider."""
+    """Times ``module`` (PyTorch eager, when given) and ``model`` on each runtime of the table."""
     import torch
 
-    from export_tools.parity.runners import OrtRunner
+    from export_tools.runtimes import make_runner
 
-    share = seconds / (len(providers) + (module is not None))
+    share = seconds / (len(runtimes) + (module is not None))
     rows = []
     if module is not None:
         args = [torch.from_numpy(np.ascontiguousarray(f)) for f in feeds]
@@ -73,8 +71,8 @@ def bench(
                 module(*args)
 
         rows.append(Timing("torch-eager", *time_calls(eager, share, tick=tick)))
-    for provider in providers:
-        runner = OrtRunner(model, provider, config=NO_SPINNING)
+    for kind in runtimes:
+        runner = make_runner(kind, model, benchmark=True)
         rows.append(Timing(runner.name, *time_calls(lambda r=runner: r.run(feeds), share, tick=tick)))
     return rows
 

@@ -29,6 +29,8 @@ class Diagnosis:
     cuda_ep: str  # "works", "not listed", or the error
     torch_cuda: bool
     findings: list[Finding] = field(default_factory=list)
+    #: every runtime of the table: "available" or why not (with the fix)
+    runtimes: dict[str, str] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -55,36 +57,10 @@ def _version(module: str) -> str | None:
 
 
 def probe_cuda_ep() -> str:
-    """Runs a one-node model on the CUDA EP with CPU fallback disabled: "works", "not listed" or the error."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+    """The CUDA EP probe (:meth:`export_tools.runtimes.OrtCudaRunner.probe`): "works", "not listed" or the error."""
+    from export_tools.runtimes import OrtCudaRunner
 
-    if hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls()
-        except Exception as exc:
-            return f"preload_dlls failed: {exc}".splitlines()[0]
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "not listed"
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CUDAExecutionProvider"])
-        import numpy as np
-
-        session.run(None, {"x": np.ones(2, np.float32)})
-    except Exception as exc:
-        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    if session.get_providers()[0] != "CUDAExecutionProvider":
-        return f"session placed on {session.get_providers()}"
-    return "works"
+    return OrtCudaRunner.probe()
 
 
 def diagnose() -> Diagnosis:
@@ -127,7 +103,10 @@ def diagnose() -> Diagnosis:
         import torch
 
         torch_cuda = bool(torch.cuda.is_available())
-    return Diagnosis(versions, dists, providers, cuda, torch_cuda, findings)
+    from export_tools.runtimes import availability, runtime_names
+
+    runtimes = {kind: availability(kind) for kind in runtime_names()}
+    return Diagnosis(versions, dists, providers, cuda, torch_cuda, findings, runtimes)
 
 
 def format_diagnosis(d: Diagnosis) -> str:
@@ -139,6 +118,8 @@ def format_diagnosis(d: Diagnosis) -> str:
         f"{'cuda ep':<12} {d.cuda_ep}",
         f"{'torch cuda':<12} {'available' if d.torch_cuda else 'not available'}",
     ]
+    for kind, state in d.runtimes.items():
+        lines.append(f"{'runtime':<12} {kind}: {state}")
     for f in d.findings:
         lines += [f"PROBLEM: {f.problem}", f"  fix: {f.fix}"]
     lines.append("ok: no known bad state found" if d.healthy else f"{len(d.findings)} problem(s) found")

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from custom_ops.registry import MIN_OPSET
+from export_tools.errors import OpsetConversionError
+from export_tools.graph import DEFAULT_DOMAINS, default_opset, iter_graphs, subgraphs
 
 EXPORT_OPSET = 18
 """The opset torch.onnx writes; lower targets are reached by :func:`downgrade`."""
@@ -50,18 +52,6 @@ _REDUCE_18 = (
 )
 #: ops whose newer versions only added types (bfloat16, optional): same attributes and inputs
 _TYPES_ONLY = ("Identity", "If", "Loop", "Scan", "Where", "GreaterOrEqual", "LessOrEqual", "LeakyRelu", "PRelu")
-
-
-class OpsetConversionError(ValueError):
-    """The graph uses an op (or an op option) that has no form at the target opset."""
-
-
-def default_opset(model) -> int:
-    """The model's default-domain (``""``) opset version."""
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return o.version
-    raise ValueError("the model imports no default-domain opset")
 
 
 def downgrade(model, target: int):
@@ -115,24 +105,18 @@ def lower_ir_version(model) -> None:
             for v in f.value_info:
                 del v.metadata_props[:]
             for n in f.node:
-                _strip_node_metadata(n)
+                del n.metadata_props[:]
+                for sub in subgraphs(n):
+                    _strip_metadata(sub)
 
 
 def _strip_metadata(graph) -> None:
-    del graph.metadata_props[:]
-    for value in itertools.chain(graph.input, graph.output, graph.value_info, graph.initializer):
-        del value.metadata_props[:]
-    for node in graph.node:
-        _strip_node_metadata(node)
-
-
-def _strip_node_metadata(node) -> None:
-    del node.metadata_props[:]
-    for attr in node.attribute:
-        if attr.HasField("g"):
-            _strip_metadata(attr.g)
-        for sub in attr.graphs:
-            _strip_metadata(sub)
+    for g in iter_graphs(graph):
+        del g.metadata_props[:]
+        for value in itertools.chain(g.input, g.output, g.value_info, g.initializer):
+            del value.metadata_props[:]
+        for node in g.node:
+            del node.metadata_props[:]
 
 
 class _Lowering:
@@ -152,7 +136,8 @@ class _Lowering:
         except Exception:  # inference is a help here, not a requirement
             inferred = model.graph
         for graph in (model.graph, inferred):
-            self._collect(graph)
+            for g in iter_graphs(graph):
+                self._collect(g)
 
     # --- facts about values ---------------------------------------------------------------------
 
@@ -177,11 +162,6 @@ class _Lowering:
                     self.constants[node.output[0]] = numpy_helper.to_array(attr.t)
                 elif attr.name == "value_ints":
                     self.constants[node.output[0]] = list(attr.ints)
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    self._collect(attr.g)
-                for sub in attr.graphs:
-                    self._collect(sub)
 
     def constant_ints(self, node, index: int, what: str) -> list[int]:
         name = node.input[index]
@@ -218,11 +198,8 @@ class _Lowering:
     def _graph(self, graph) -> None:
         nodes = []
         for node in graph.node:
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    self._graph(attr.g)
-                for sub in attr.graphs:
-                    self._graph(sub)
+            for sub in subgraphs(node):  # inner graphs first: rebuilding this graph copies its nodes
+                self._graph(sub)
             nodes.extend(self._node(node))
         del graph.node[:]
         graph.node.extend(nodes)
@@ -230,7 +207,7 @@ class _Lowering:
     def _node(self, node) -> list:
         import onnx.defs
 
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in DEFAULT_DOMAINS:
             return [node]  # kpx nodes (bodies come later, authored at the target) and other domains
         try:
             since = onnx.defs.get_schema(node.op_type, self.source, "").since_version
@@ -457,17 +434,16 @@ def _trim(inputs: list[str]) -> list[str]:
 
 
 def _reads(graph, read: set[str]) -> None:
-    read.update(o.name for o in graph.output)
-    for node in graph.node:
-        read.update(node.input)
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                _reads(attr.g, read)
-            for sub in attr.graphs:
-                _reads(sub, read)
+    for g in iter_graphs(graph):
+        read.update(o.name for o in g.output)
+        for node in g.node:
+            read.update(node.input)
 
 
 def _drop_constants(graph, dead: set[str]) -> None:
+    for node in graph.node:  # inner graphs first: rebuilding this graph's node list copies its nodes
+        for sub in subgraphs(node):
+            _drop_constants(sub, dead)
     keep = [n for n in graph.node if not (n.op_type == "Constant" and n.output[0] in dead)]
     if len(keep) != len(graph.node):
         del graph.node[:]
@@ -480,9 +456,3 @@ def _drop_constants(graph, dead: set[str]) -> None:
     if len(values) != len(graph.value_info):
         del graph.value_info[:]
         graph.value_info.extend(values)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                _drop_constants(attr.g, dead)
-            for sub in attr.graphs:
-                _drop_constants(sub, dead)

@@ -13,31 +13,32 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import io
 import json
 import logging
 import os
-import tempfile
+import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from custom_ops import __version__
-from custom_ops.registry import DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
-from export_tools.downgrade import EXPORT_OPSET, default_opset, downgrade, lower_ir_version
+from custom_ops.registry import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
+from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
+from export_tools.errors import ExportError, OpsetConversionError, strip_ansi
+from export_tools.files import write_atomic
+from export_tools.graph import default_opset, kpx_nodes, set_metadata
 
 EMIT_MODES = ("function", "inline")
+"""``function``: one ``kpx`` node per op call with its body attached; ``inline``: standard ONNX only."""
 _DTYPE_NAMES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
                 "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                 "float64": torch.float64, "double": torch.float64}  # fmt: skip
-
-
-class ExportError(RuntimeError):
-    """The model could not be exported; no file was written."""
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -47,22 +48,6 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
         return _DTYPE_NAMES[dtype.lower()]
     raise ValueError(f"dtype must be a floating torch dtype or one of {sorted(_DTYPE_NAMES)}; got {dtype!r}")
-
-
-def iter_nodes(graph) -> Iterator[Any]:
-    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g.node:
-                yield from iter_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from iter_nodes(sub)
-
-
-def kpx_nodes(model) -> list[Any]:
-    """The ``kpx`` nodes of the main graph (and its subgraphs)."""
-    return [n for n in iter_nodes(model.graph) if n.domain == DOMAIN]
 
 
 def attach_functions(model, opset: int) -> None:
@@ -76,7 +61,7 @@ def attach_functions(model, opset: int) -> None:
     if used and DOMAIN not in imports:
         model.opset_import.add(domain=DOMAIN, version=DOMAIN_VERSION)
     ops = {op_type: get_op(op_type).version for op_type in used}
-    _set_metadata(model, {"kpx.version": __version__, "kpx.domain": f"{DOMAIN}:{DOMAIN_VERSION}",
+    set_metadata(model, {"kpx.version": __version__, "kpx.domain": f"{DOMAIN}:{DOMAIN_VERSION}",
                           "kpx.ops": json.dumps(ops, sort_keys=True)})  # fmt: skip
 
 
@@ -99,14 +84,6 @@ def inline_functions(model):
     return inlined
 
 
-def _set_metadata(model, props: dict[str, str]) -> None:
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
-
-
 def _cast_args(args: tuple, dtype: torch.dtype | None) -> tuple:
     if dtype is None:
         return args
@@ -127,6 +104,100 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
         logger.setLevel(level)
 
 
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_export_args(
+    model: Any, args: Any, dynamic_shapes: Any, input_names: Any, output_names: Any
+) -> tuple[Any, ...]:
+    """Validates what :func:`trace` is given, before any work; returns ``args`` as a tuple.
+
+    Raises ``TypeError``/``ValueError`` naming the argument and the fix for what torch.onnx would accept
+    silently and get wrong (a string of names read character by character, more names than inputs, a
+    symbolic dim shared by dims of different example sizes, a symbol that is not a name)."""
+    if not isinstance(model, torch.nn.Module):
+        hint = (
+            " (a path or model name: load the model first)"
+            if isinstance(model, (str, os.PathLike))
+            else "; wrap a function in a module: class M(torch.nn.Module): def forward(self, x): return f(x)"
+        )
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}{hint}")  # fmt: skip
+    if isinstance(args, torch.Tensor):
+        args = (args,)
+    elif isinstance(args, list):
+        args = tuple(args)
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple of example inputs (or one tensor); got {type(args).__name__}")
+    tensors = [t for t in _leaves(args) if isinstance(t, torch.Tensor)]
+    for arg, names in (("input_names", input_names), ("output_names", output_names)):
+        if names is None:
+            continue
+        if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"{arg} must be a list of strings, e.g. ['heatmaps']; got {names!r}")
+        if len(set(names)) != len(names) or not all(names):
+            raise ValueError(f"{arg} must be distinct, non-empty names; got {list(names)}")
+    if input_names is not None and len(input_names) != len(tensors):
+        raise ValueError(f"input_names has {len(input_names)} names for {len(tensors)} input tensor(s); "
+                         "give one name per tensor in args")  # fmt: skip
+    if dynamic_shapes is not None:
+        sizes: dict[str, tuple[int, str]] = {}
+        for tensor, dims, where in _dynamic_pairs(model, args, dynamic_shapes):
+            for dim, symbol in dims.items():
+                if not isinstance(symbol, str):
+                    continue  # torch.export.Dim objects and None are torch's to check
+                if not _SYMBOL.fullmatch(symbol):
+                    raise ValueError(f"dynamic_shapes{where}: {symbol!r} is not a valid dim name; use a name such "
+                                     "as 'B' or 'height' (a letter or _, then letters, digits, _)")  # fmt: skip
+                if not isinstance(dim, int) or not -tensor.dim() <= dim < tensor.dim():
+                    raise ValueError(f"dynamic_shapes{where}: dim {dim!r} does not exist in a tensor of shape "
+                                     f"{tuple(tensor.shape)}")  # fmt: skip
+                size = int(tensor.shape[dim])
+                first = sizes.setdefault(symbol, (size, f"{where}[{dim}]"))
+                if first[0] != size:
+                    raise ValueError(f"dynamic_shapes: {symbol!r} names dims of different example sizes ({first[0]} "
+                                     f"at {first[1]}, {size} at {where}[{dim}]); one name is one size: rename one "
+                                     "or give the example inputs equal sizes")  # fmt: skip
+    return args
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def _dynamic_pairs(model: torch.nn.Module, args: tuple, dynamic_shapes: Any) -> Iterator[tuple[Any, dict, str]]:
+    """``(tensor, {dim: symbol}, where)`` for each tensor that ``dynamic_shapes`` gives dims for."""
+    params = list(inspect.signature(model.forward).parameters.values())
+    if isinstance(dynamic_shapes, Mapping) and not all(isinstance(k, int) for k in dynamic_shapes):
+        bound = inspect.signature(model.forward).bind(*args).arguments  # keyed by forward parameter names
+        for key, dims in dynamic_shapes.items():
+            yield from _dims_of(bound.get(key), dims, f"[{key!r}]")
+        return
+    if not isinstance(dynamic_shapes, (tuple, list)):
+        raise TypeError(f"dynamic_shapes must be a tuple with one entry per input, e.g. ({{0: 'B'}},); got "
+                        f"{type(dynamic_shapes).__name__}")  # fmt: skip
+    if len(dynamic_shapes) == 1 and params and params[0].kind == params[0].VAR_POSITIONAL:
+        dynamic_shapes = dynamic_shapes[0]  # forward(*inputs): one entry holding all of them
+    if len(dynamic_shapes) != len(args):
+        raise ValueError(f"dynamic_shapes has {len(dynamic_shapes)} entries for {len(args)} inputs; give one "
+                         "per input (None for a static one), e.g. ({0: 'B'},)")  # fmt: skip
+    yield from _dims_of(args, dynamic_shapes, "")
+
+
+def _dims_of(value: Any, dims: Any, where: str) -> Iterator[tuple[Any, dict, str]]:
+    if isinstance(value, torch.Tensor) and isinstance(dims, Mapping):
+        yield value, dict(dims), where
+    elif isinstance(value, (tuple, list)) and isinstance(dims, (tuple, list)):
+        for i, (v, d) in enumerate(zip(value, dims)):
+            yield from _dims_of(v, d, f"{where}[{i}]")
+
+
 def _check_emit(emit: str) -> str:
     if emit not in EMIT_MODES:
         raise ValueError(
@@ -139,7 +210,7 @@ def to_onnx(
     model: torch.nn.Module,
     args: tuple,
     *,
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     dynamic_shapes: Any = None,
     emit: str = "function",
     dtype: torch.dtype | str | None = None,
@@ -161,7 +232,7 @@ def trace(
     model: torch.nn.Module,
     args: tuple,
     *,
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     dynamic_shapes: Any = None,
     dtype: torch.dtype | str | None = None,
     input_names: list[str] | None = None,
@@ -174,8 +245,7 @@ def trace(
     """
     check_opset(opset)
     dtype = resolve_dtype(dtype)
-    if not isinstance(args, tuple):
-        args = (args,)
+    args = check_export_args(model, args, dynamic_shapes, input_names, output_names)
     if dtype is not None:
         model = copy.deepcopy(model).to(dtype)  # never convert the caller's model in place
     args = _cast_args(args, dtype)
@@ -189,14 +259,17 @@ def trace(
                 output_names=output_names, verbose=False,
             )  # fmt: skip
     except Exception as exc:  # the exporter raises many types; one clear error for callers
-        raise ExportError(f"torch.onnx export failed: {exc}\n{log.getvalue()[-2000:]}") from exc
+        raise ExportError(strip_ansi(f"torch.onnx export failed: {exc}\n{log.getvalue()[-2000:]}")) from exc
     finally:
         model.train(was_training)
     proto = program.model_proto
+    if output_names is not None and len(output_names) != len(proto.graph.output):
+        raise ValueError(f"output_names has {len(output_names)} names but the model returns "
+                         f"{len(proto.graph.output)} outputs; give one name per output")  # fmt: skip
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if len(tensors) == len(proto.graph.input):  # the export sizes: default shape profiles (kpx inspect --target)
         shapes = {v.name: list(t.shape) for v, t in zip(proto.graph.input, tensors)}
-        _set_metadata(proto, {"kpx.example_shapes": json.dumps(shapes)})
+        set_metadata(proto, {"kpx.example_shapes": json.dumps(shapes)})
     return proto
 
 
@@ -217,7 +290,7 @@ def finalize(raw, *, opset: int, emit: str = "function"):
     if opset < default_opset(proto):
         try:
             proto = downgrade(proto, opset)
-        except ValueError as exc:  # OpsetConversionError names the op and the fix
+        except OpsetConversionError as exc:  # names the op and the fix
             raise ExportError(str(exc)) from exc
     if default_opset(proto) != opset:
         raise ExportError(f"the traced graph is at opset {default_opset(proto)} and cannot be written at {opset}")
@@ -231,34 +304,16 @@ def finalize(raw, *, opset: int, emit: str = "function"):
 
 
 def save_atomic(proto, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Writes ``proto`` to ``path`` through a temporary file and ``os.replace``.
+    """Writes ``proto`` to ``path`` atomically (:func:`export_tools.files.write_atomic`), checked on disk.
 
-    A failure leaves neither a partial file nor a damaged existing file behind.
+    A failure, or a kill mid-write, leaves neither a partial file nor a damaged existing file behind.
     """
     import onnx
 
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory {str(path.parent)!r} does not exist; create it first")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI: --force) to replace it")
     if proto.ByteSize() >= 2**31:
         raise ExportError("model is >= 2 GiB; kpx does not yet write external data for such models")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file should get the usual permissions
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        onnx.checker.check_model(tmp, full_check=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, proto.SerializeToString(), overwrite=overwrite,
+                        validate=lambda tmp: onnx.checker.check_model(tmp, full_check=True))  # fmt: skip
 
 
 def export(
@@ -266,7 +321,7 @@ def export(
     args: tuple,
     path: str | os.PathLike,
     *,
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     dynamic_shapes: Any = None,
     emit: str = "function",
     dtype: torch.dtype | str | None = None,

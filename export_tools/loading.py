@@ -1,6 +1,8 @@
 """What the command line loads: models from ``MODEL`` specs, checkpoints, and input shapes.
 
-Every problem raises :class:`UsageError` with one line naming the problem and the fix.
+Every problem raises :class:`UsageError` with one line naming the problem and the fix. Example inputs
+are sized before they are allocated: more than :data:`MAX_INPUT_MB` MiB in all is refused unless the
+limit is raised (``--max-input-mb``).
 """
 
 from __future__ import annotations
@@ -10,19 +12,15 @@ import importlib.util
 import inspect
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-class UsageError(Exception):
-    """Bad input from the user (exit code 2); the message names the problem and the fix."""
-
-
-class RuntimeMissingError(Exception):
-    """A requested runtime or package is missing (exit code 3); the message names the fix."""
+from export_tools.errors import RunnerUnavailableError, UsageError, one_line
+from export_tools.parity.inputs import MAX_INPUT_MB, check_input_size
 
 
 @dataclass
@@ -160,8 +158,8 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
         try:
             from safetensors.torch import load_model
         except ImportError:
-            raise RuntimeMissingError(
-                "reading .safetensors needs the safetensors package; pip install safetensors"
+            raise RunnerUnavailableError(
+                "reading .safetensors needs the safetensors package; fix: pip install safetensors"
             ) from None
         try:  # load_model, not load_file: it restores tied parameters that save_model stored once
             missing, unexpected = load_model(module, str(file), strict=False)
@@ -170,10 +168,17 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
         _check_keys(path, list(missing), list(unexpected))
         return
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the file's contents; the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if "weights only load failed" in str(exc).lower():  # the file holds Python objects: never unpickled
+            raise UsageError(
+                f"{path!r} holds Python objects besides tensors, and kpx never runs code from a checkpoint; save a "
+                "plain state_dict (torch.save(model.state_dict(), path)) or a .safetensors file"
+            ) from None
         raise UsageError(
-            f"{path!r} cannot be loaded with weights_only=True ({one_line(exc)[:200]}); save a plain state_dict "
+            f"{path!r} is not a readable PyTorch checkpoint ({type(exc).__name__}); save a plain state_dict "
             "(torch.save(model.state_dict(), path)) or a .safetensors file"
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):
@@ -196,17 +201,6 @@ def _check_keys(path: str, missing: list[str], unexpected: list[str]) -> None:
             f"{path!r} does not fit the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}; "
             "pass the checkpoint of this architecture"
         )
-
-
-def one_line(exc: BaseException, *, last: bool = False, every: bool = False) -> str:
-    """An exception's message without terminal colour codes: its first line, its last, or ``every`` line
-    joined into one."""
-    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
-    if not lines:
-        return type(exc).__name__
-    if every:
-        return " ".join(lines)
-    return lines[-1] if last else lines[0]
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -246,12 +240,14 @@ def parse_dynamic(text: str) -> tuple[str, dict[int, str]]:
         index, eq, symbol = item.partition("=")
         if not index.strip().isdigit() or (eq and not re.fullmatch(r"[A-Za-z_]\w*", symbol)):
             raise UsageError(f"--dynamic {text!r}: {item!r} must be a dim index (2) or index=Name (2=H)")
+        if int(index) in dims:
+            raise UsageError(f"--dynamic {text!r} names dim {int(index)} twice; give each dim one name")
         dims[int(index)] = symbol if eq else f"{name}_dim{int(index)}"
     return name, dims
 
 
 def make_inputs(
-    loaded: LoadedModel, inputs: list[str], dynamic: list[str], *, seed: int = 0
+    loaded: LoadedModel, inputs: list[str], dynamic: list[str], *, seed: int = 0, max_mb: float = MAX_INPUT_MB
 ) -> tuple[tuple[torch.Tensor, ...], tuple | None, list[str]]:
     """Example tensors (seeded), ``dynamic_shapes`` and the input names used, from ``--input``/``--dynamic``.
 
@@ -266,6 +262,11 @@ def make_inputs(
         if name in shapes:
             raise UsageError(f"--input {name!r} is given twice; give each input once")
         shapes[name] = (shape, dtype)
+    try:
+        itemsize = {n: torch.empty((), dtype=dtype or torch.float32).element_size() for n, (_, dtype) in shapes.items()}
+        check_input_size({n: (shape, itemsize[n]) for n, (shape, _) in shapes.items()}, max_mb)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     given = [n for n in loaded.input_names if n in shapes or n not in loaded.optional or n in loaded.example]
     names = loaded.input_names[: max((loaded.input_names.index(n) + 1 for n in given), default=0)]
     generator = torch.Generator().manual_seed(seed)
@@ -286,6 +287,7 @@ def make_inputs(
         else:
             raise UsageError(f"no shape for input {name!r}; add --input {name}:1x17x64x48 (its real shape)")
     specs = {n: dict(d) for n, d in loaded.dynamic.items() if n in names}
+    named: dict[tuple[str, int], str] = {}
     for text in dynamic:
         name, dims = parse_dynamic(text)
         if name not in names:
@@ -294,7 +296,12 @@ def make_inputs(
         bad = [d for d in dims if d >= rank]
         if bad:
             raise UsageError(f"--dynamic {text!r}: input {name!r} has rank {rank}, so dims {bad} do not exist")
-        specs.setdefault(name, {}).update(dims)  # repeated --dynamic for one input add up
+        for d, symbol in dims.items():  # repeated --dynamic flags for one input add up, but may not rename a dim
+            first = named.setdefault((name, d), symbol)
+            if first != symbol:
+                raise UsageError(f"--dynamic: dim {d} of {name!r} is named both {first!r} and {symbol!r}; give it "
+                                 "one name")  # fmt: skip
+        specs.setdefault(name, {}).update(dims)
     sizes: dict[str, tuple[str, int]] = {}
     for name, dims in specs.items():
         tensor = tensors[names.index(name)]

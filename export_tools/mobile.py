@@ -18,7 +18,7 @@ requires (the ``mobile`` extra names it explicitly). Checked with onnxruntime 1.
 
 Load the file with ``InferenceSession(path)`` (ORT recognises the ``.ort`` suffix) or, from bytes,
 with the session config entry ``session.load_model_format = "ORT"``;
-:class:`export_tools.parity.runners.OrtFormatRunner` does that for the parity harness
+:class:`export_tools.runtimes.OrtFormatRunner` does that for the parity harness
 (``check_parity(..., runtimes=["ort-mobile"])``).
 """
 

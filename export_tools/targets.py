@@ -21,6 +21,8 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from export_tools.graph import DEFAULT_DOMAINS, default_opset, iter_graphs, iter_nodes, metadata
+
 ERROR, WARNING = "error", "warning"
 DATA_DEPENDENT = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
 TOPK_LIMIT = 3840
@@ -107,19 +109,6 @@ class TargetReport:
         return "\n".join(lines)
 
 
-def _opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def _graphs(graph):
-    """The graph and all its subgraphs."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _graphs(sub)
-
-
 def _constant_value(attr) -> Any:
     import numpy as np
     from onnx import numpy_helper
@@ -131,14 +120,6 @@ def _constant_value(attr) -> Any:
     if attr.name in ("value_ints", "value_floats"):
         return np.asarray(list(attr.ints if attr.name == "value_ints" else attr.floats))
     return np.asarray(0)  # strings, sparse: constant, value not needed here
-
-
-def _walk(nodes, where: str):
-    for node in nodes:
-        yield node, where
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _walk(sub.node, f"{where} > {node.op_type} {node.name or '?'} subgraph")
 
 
 def check_target(model, target: str) -> TargetReport:
@@ -158,7 +139,7 @@ def check_target(model, target: str) -> TargetReport:
         if severity is not None:
             report.findings.append(Finding(severity, rule, where, problem, fix))
 
-    opset = _opset(model)
+    opset = default_opset(model, missing=0)
     if not t.min_opset <= opset <= t.max_opset:
         add(ERROR, "opset", "model", f"default-domain opset {opset}; {t.name} reads {t.min_opset}-{t.max_opset}",
             f"re-export with --opset {min(max(opset, t.min_opset), t.max_opset)}")  # fmt: skip
@@ -170,8 +151,8 @@ def check_target(model, target: str) -> TargetReport:
         fix = "re-export with --emit inline (standard ONNX only)" + (" --opset 17" if t.max_opset <= 17 else "")
         add(t.local_functions, "local-functions", "model", f"holds ONNX local functions ({names})", fix)
     bodies = {(f.domain, f.name) for f in model.functions}
-    for node, where in _walk(model.graph.node, "graph"):
-        if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) not in bodies:
+    for node, where in iter_nodes(model.graph, "graph"):
+        if node.domain not in DEFAULT_DOMAINS and (node.domain, node.op_type) not in bodies:
             add(ERROR, "unknown-op", f"{where} node {node.name!r}", f"{node.domain}.{node.op_type} has no function "
                 "body; no runtime can run it without a plugin", "re-export with kpx (bodies are attached) or "
                 "--emit inline")  # fmt: skip
@@ -184,19 +165,19 @@ def check_target(model, target: str) -> TargetReport:
     graph = inferred.graph
     types: dict[str, int] = {}
     constants: dict[str, Any] = {}
-    for g in _graphs(graph):
+    for g in iter_graphs(graph):
         types.update({v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]})
         for init in g.initializer:
             constants[init.name] = onnx.numpy_helper.to_array(init)
             types.setdefault(init.name, init.data_type)
-    for node, _ in _walk(graph.node, "graph"):
+    for node in iter_nodes(graph):
         if node.op_type == "Constant" and node.attribute:
             constants[node.output[0]] = _constant_value(node.attribute[0])
             if node.attribute[0].name in ("value_float", "value_floats"):
                 types.setdefault(node.output[0], TensorProto.FLOAT)
 
     inline_fix = "kpx's own ops avoid this; if it comes from your model, rewrite that part"
-    for node, where in _walk(graph.node, "graph"):
+    for node, where in iter_nodes(graph, "graph"):
         at = f"{where} node {node.name or '?'} ({node.op_type})"
         if node.op_type in DATA_DEPENDENT:
             add(t.data_dependent, "data-dependent-shape", at, "output shape depends on the data", inline_fix)
@@ -234,8 +215,7 @@ def _profiles(model, overrides: dict[str, tuple[int, int, int]]) -> dict[str, li
     """``{input: [(min, opt, max) per dim]}``: symbolic dims from ``overrides``, else from the example
     shapes kpx records (``kpx.example_shapes``): batch (dim 0) ``1 : n : 4n``, others ``n/2 : n : 2n``.
     One symbolic name gets one profile, wherever it appears."""
-    meta = {p.key: p.value for p in model.metadata_props}
-    examples = json.loads(meta.get("kpx.example_shapes", "{}"))
+    examples = json.loads(metadata(model).get("kpx.example_shapes", "{}"))
     symbols = {d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
     unknown = sorted(set(overrides) - symbols)
     if unknown:

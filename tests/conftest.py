@@ -9,10 +9,10 @@ import torch
 
 def ort_session(proto):
     """A CPU InferenceSession for an in-memory ModelProto (skips if onnxruntime is absent)."""
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    pytest.importorskip("onnxruntime")
+    from export_tools.runtimes import ort_session as make_session
+
+    return make_session(proto.SerializeToString())
 
 
 def run_ort(session, *inputs: torch.Tensor) -> list[np.ndarray]:

@@ -93,13 +93,13 @@ def _sample_inputs(model: OpModel, dtype: torch.dtype) -> tuple[torch.Tensor, ..
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("op", OPS)
 def test_openvino_inline_export_matches_pytorch(openvino, op, dtype):
-    """fp16: the half export against the float32 model on the same numbers (``reference_dtype``)."""
+    """fp16: the half export against the float32 model on the same numbers (check_parity feeds PyTorch the
+    rounded inputs in the module's float32)."""
     model, _ = _traced(op, "fp32")
     onnx_bytes = _export(op, "inline", dtype)
     torch_dtype = DTYPES[dtype]
     report = check_parity(model, {"export_sample": _sample_inputs(model, torch_dtype)}, runtimes=["openvino"],
-                          model=onnx_bytes, tolerances=_tolerances(op, onnx_bytes, torch_dtype),
-                          reference_dtype=torch.float32)  # fmt: skip
+                          model=onnx_bytes, tolerances=_tolerances(op, onnx_bytes, torch_dtype))  # fmt: skip
     assert report.passed, report.table()
     (described,) = [r for r in report.runtimes if r["runtime"] == "openvino-cpu"]
     assert described["inference_precision"] == "f32", described  # no silent bf16/f16
@@ -170,7 +170,7 @@ def test_openvino_local_function_support_is_as_recorded(openvino):
             reads = False
         assert reads == OPENVINO_READS_LOCAL_FUNCTIONS, (
             f"openvino {openvino.__version__} {'reads' if reads else 'does not read'} {what}: update "
-            "OPENVINO_READS_LOCAL_FUNCTIONS in export_tools/parity/runners.py (and OpenVinoRunner's docs)"
+            "OPENVINO_READS_LOCAL_FUNCTIONS in export_tools/runtimes/openvino.py (and OpenVinoRunner's docs)"
         )
 
 
@@ -218,7 +218,7 @@ def test_ort_format_adversarial_suite(onnxruntime, op):
     report = check_parity(model, inputs, runtimes=["ort-mobile"], model=onnx_bytes,
                           tolerances=_tolerances(op, onnx_bytes, torch.float32))  # fmt: skip
     assert report.passed, report.table()
-    assert len(report.cases) == len(inputs)
+    assert [c.inputs for c in report.cases][: len(inputs)] == list(inputs)  # then the resized example, if any
 
 
 def test_to_ort_format_inlines_kpx_functions(onnxruntime, tmp_path):

@@ -73,10 +73,11 @@ def test_assert_parity_on_adversarial_inputs_writes_a_versioned_report(tmp_path)
     nan_channel[0, 1] = float("nan")
     inputs = {"random": (x,), "nan_channel": (nan_channel,), "empty_batch": (torch.randn(0, 3, 6, 5),)}
     report = assert_parity(model, inputs, runtimes=["cpu", "reference"], dynamic_shapes=({0: "B"},))
-    assert report.passed and len(report.cases) == 6
+    assert report.passed and len(report.cases) == 8  # 3 sets + the example resized (B=3), on 2 runtimes
     doc = json.loads(report.write_json(tmp_path / "report.json").read_text())
     assert doc["schema"] == SCHEMA and doc["verdict"] == "pass"
-    assert [i["name"] for i in doc["inputs"]] == ["random", "nan_channel", "empty_batch"]
+    assert [i["name"] for i in doc["inputs"]] == ["random", "nan_channel", "empty_batch", "resized B=3"]
+    assert doc["inputs"][-1]["shapes"] == [[3, 3, 6, 5]]
     assert {r["runtime"] for r in doc["runtimes"]} == {"torch", "ort-cpu", "onnx-reference"}
     assert "verdict: PASS" in report.table()
 
@@ -230,7 +231,7 @@ def test_promote_to_float64_changes_floats_only():
     import onnx
     import onnx.inliner
 
-    from export_tools.parity.localize import promote_to_float64
+    from export_tools.graph import promote_to_float64
 
     x = torch.randn(2, 3, 5, 4)
     model = onnx.inliner.inline_local_functions(to_onnx(custom_ops.SpatialSoftArgmax2d(0.5), (x,)))
@@ -248,7 +249,8 @@ def test_failing_case_is_localised_in_the_report():
     x = torch.tensor([[1.0, float("nan"), 3.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
     report = check_parity(TorchArgmax(), (x,), model=_argmax_model())
     assert not report.passed
-    (case,) = report.cases
+    case, resized = report.cases  # the resized set (B=3, random values without NaN) agrees
+    assert resized.inputs == "resized B=3" and resized.passed and resized.divergence is None
     assert case.divergence is not None and case.divergence.op_type == "ArgMax"
     assert "first diverging node" in report.table()
 
@@ -279,7 +281,7 @@ def test_adversarial_suite_parity_on_ort_cpu(spec):
     report = check_parity(model, inputs, runtimes=["cpu"], model=proto.SerializeToString(),
                           tolerances=dict.fromkeys(names, tolerance))  # fmt: skip
     assert report.passed, report.table()
-    assert len(report.cases) == len(inputs)
+    assert [c.inputs for c in report.cases][: len(inputs)] == list(inputs)  # then the resized example, if any
 
 
 # --- inputs from the model: seeded random, .npz ---------------------------------------------------------

@@ -61,18 +61,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from custom_ops.registry import (
-    OnnxAttribute,
-    OnnxInput,
-    OpSpec,
-    Sample,
-    compute_dtype,
-    is_exporting,
-    register,
-    validate_tensor,
-)
+from custom_ops.ops._common import FLOAT, compute_dtype, is_exporting, validate_tensor
+from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
-_FLOAT = 1  # onnx.TensorProto.FLOAT
 _NEG_INF = float("-inf")
 _NAN = float("nan")
 REFINE_MODES = ("none", "quarter", "dark")
@@ -267,7 +258,7 @@ def build_function(kpx, op):
 
     @onnxscript.script(kpx, default_opset=op)
     def DecodeHeatmaps(heatmaps, refine: int = 0, blur_kernel: int = 11):
-        h = op.Cast(heatmaps, to=_FLOAT)
+        h = op.Cast(heatmaps, to=FLOAT)
         bk = op.Shape(h, start=0, end=2)
         height = op.Shape(h, start=2, end=3)
         width = op.Shape(h, start=3, end=4)
@@ -279,7 +270,7 @@ def build_function(kpx, op):
         score = op.GatherElements(clean, index, axis=2)
         col = op.Mod(index, width)
         row = op.Div(index, width)
-        xy = op.Cast(op.Concat(col, row, axis=2), to=_FLOAT)
+        xy = op.Cast(op.Concat(col, row, axis=2), to=FLOAT)
         zero_i = op.Constant(value_int=0)
         one_i = op.Constant(value_int=1)
         last = op.Sub(hw, one_i)
@@ -294,9 +285,9 @@ def build_function(kpx, op):
             image = op.Reshape(source, op.Concat(n, op.Constant(value_ints=[1]), height, width, axis=0), allowzero=1)
             k = op.Constant(value_int=blur_kernel)
             radius = op.Div(k, op.Constant(value_int=2))
-            radius_f = op.Cast(radius, to=_FLOAT)
+            radius_f = op.Cast(radius, to=FLOAT)
             sigma = op.Add(op.Mul(op.Sub(radius_f, 1.0), 0.3), 0.8)
-            d = op.Sub(op.Cast(op.Range(zero_i, k, one_i), to=_FLOAT), radius_f)
+            d = op.Sub(op.Cast(op.Range(zero_i, k, one_i), to=FLOAT), radius_f)
             g = op.Exp(op.Div(op.Neg(op.Mul(d, d)), op.Mul(op.Mul(sigma, sigma), 2.0)))
             g = op.Div(g, op.ReduceSum(g, keepdims=1))
             # reflect-101 source index of each padded pixel, repeated as often as needed (period 2 (n - 1))
@@ -360,8 +351,8 @@ def build_function(kpx, op):
                 down = op.Slice(values, [3], [4], [2])
                 inside_x = op.And(op.Greater(col, zero_i), op.Less(col, op.Sub(width, one_i)))
                 inside_y = op.And(op.Greater(row, zero_i), op.Less(row, op.Sub(height, one_i)))
-                sx = op.Sub(op.Cast(op.Greater(right, left), to=_FLOAT), op.Cast(op.Greater(left, right), to=_FLOAT))
-                sy = op.Sub(op.Cast(op.Greater(down, up), to=_FLOAT), op.Cast(op.Greater(up, down), to=_FLOAT))
+                sx = op.Sub(op.Cast(op.Greater(right, left), to=FLOAT), op.Cast(op.Greater(left, right), to=FLOAT))
+                sy = op.Sub(op.Cast(op.Greater(down, up), to=FLOAT), op.Cast(op.Greater(up, down), to=FLOAT))
                 move = op.Concat(
                     op.Where(inside_x, op.Mul(sx, 0.25), zero), op.Where(inside_y, op.Mul(sy, 0.25), zero), axis=2
                 )

@@ -31,22 +31,17 @@ import torch
 from torch import Tensor, nn
 
 from custom_ops.conventions import normalized_to_pixel
-from custom_ops.ops.spatial_expectation2d import COORDINATE_ATTRIBUTES
-from custom_ops.registry import (
-    OnnxAttribute,
-    OnnxInput,
-    OpSpec,
-    Sample,
+from custom_ops.ops._common import (
+    BOOL,
+    COORDINATE_ATTRIBUTES,
+    FLOAT,
     as_sequence,
     compute_dtype,
     is_exporting,
     positive_scalar,
-    register,
     validate_tensor,
 )
-
-_FLOAT = 1  # onnx.TensorProto.FLOAT
-_BOOL = 9  # onnx.TensorProto.BOOL
+from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 
 @functools.lru_cache(maxsize=64)
@@ -309,29 +304,29 @@ def build_function(kpx, op):
         align_corners: int = 1,
         instances: int = 0,
     ):
-        p = op.Cast(keypoints, to=_FLOAT)  # (B, [I,] K, 2)
-        s = op.Cast(sigma, to=_FLOAT)  # () or (K,)
+        p = op.Cast(keypoints, to=FLOAT)  # (B, [I,] K, 2)
+        s = op.Cast(sigma, to=FLOAT)  # () or (K,)
         hw = op.Constant(value_ints=size)
         h = op.Slice(hw, [0], [1])
         w = op.Slice(hw, [1], [2])
-        n = op.Cast(op.Concat(w, h, axis=0), to=_FLOAT)  # (W, H), per (x, y)
-        ac = op.Cast(align_corners, to=_FLOAT)
-        p = op.Where(op.Cast(normalized_coordinates, to=_BOOL), p / (2.0 / op.Max(n - ac, ac)) + (n - 1.0) * 0.5, p)
+        n = op.Cast(op.Concat(w, h, axis=0), to=FLOAT)  # (W, H), per (x, y)
+        ac = op.Cast(align_corners, to=FLOAT)
+        p = op.Where(op.Cast(normalized_coordinates, to=BOOL), p / (2.0 / op.Max(n - ac, ac)) + (n - 1.0) * 0.5, p)
         centre = op.Floor(p + 0.5)
-        mu = op.Where(op.Cast(subpixel, to=_BOOL), p, centre)
+        mu = op.Where(op.Cast(subpixel, to=BOOL), p, centre)
         radius = op.Unsqueeze(op.Constant(value_float=truncate) * s, [-1])  # (1,) or (K, 1)
         # exp(-d^2 / (2 sigma^2)) as exp(-z^2) with z = d * scale: no overflow of d^2 for huge sigma
         scale = op.Unsqueeze(op.Min(op.Reciprocal(s * 1.4142135), op.Constant(value_float=3.4028235e38)), [-1])
         # valid: finite (p - p == 0), window overlaps the map, sigma > 0, visible
         ok = op.And(op.Equal(p - p, 0.0), op.And(centre + radius >= 0.0, centre - radius <= n - 1.0))
         valid = op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1]))  # (B, [I,] K, 1)
-        valid = op.And(valid, op.Unsqueeze(op.And(s > 0.0, op.Cast(visibility, to=_FLOAT) >= 0.5), [-1]))
+        valid = op.And(valid, op.Unsqueeze(op.And(s > 0.0, op.Cast(visibility, to=FLOAT) >= 0.5), [-1]))
         zero = op.Constant(value_float=0.0)
-        u = op.Cast(op.Range(0, op.Squeeze(w), 1), to=_FLOAT)
+        u = op.Cast(op.Range(0, op.Squeeze(w), 1), to=FLOAT)
         dx = (u - op.Slice(mu, [0], [1], [-1])) * scale
         inside_x = op.Abs(u - op.Slice(centre, [0], [1], [-1])) <= radius
         gx = op.Where(op.And(inside_x, valid), op.Exp(-(dx * dx)), zero)  # (B, [I,] K, W)
-        v = op.Cast(op.Range(0, op.Squeeze(h), 1), to=_FLOAT)
+        v = op.Cast(op.Range(0, op.Squeeze(h), 1), to=FLOAT)
         dy = (v - op.Slice(mu, [1], [2], [-1])) * scale
         inside_y = op.Abs(v - op.Slice(centre, [1], [2], [-1])) <= radius
         gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy)), zero)  # (B, [I,] K, H)
@@ -344,7 +339,7 @@ def build_function(kpx, op):
         # The condition is an attribute, so runtimes fold this If away at load time. Max(., 0) maps the
         # -inf of a max over zero instances to 0 and changes nothing else (every value is >= 0).
         # axes by keyword: onnxscript makes it an input at opset >= 18 and the attribute below 18.
-        if op.Cast(instances, to=_BOOL):
+        if op.Cast(instances, to=BOOL):
             maps = op.Max(op.ReduceMax(op.MatMul(col, row), axes=[1], keepdims=0), op.CastLike(zero, keypoints))
             out_weights = op.Max(op.ReduceMax(weights, axes=[1], keepdims=0), op.CastLike(zero, weights))
         else:

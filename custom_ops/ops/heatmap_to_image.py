@@ -46,20 +46,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from custom_ops.registry import (
-    OnnxAttribute,
-    OnnxInput,
-    OpSpec,
-    Sample,
-    as_sequence,
-    compute_dtype,
-    is_exporting,
-    register,
-    validate_tensor,
-)
+from custom_ops.ops._common import FLOAT, as_sequence, compute_dtype, is_exporting, validate_tensor
+from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
-_FLOAT = 1  # onnx.TensorProto.FLOAT
-_BOOL = 9  # onnx.TensorProto.BOOL
 BOX_FORMATS = ("xywh", "xyxy", "cs")
 SCALE_MODES = ("msra", "udp")
 
@@ -184,8 +173,8 @@ def build_function(kpx, op):
 
     @onnxscript.script(kpx, default_opset=op)
     def HeatmapToImage(keypoints, boxes, heatmap_size: list[int], box_format: int = 0, scale_mode: int = 0):
-        p = op.Cast(keypoints, to=_FLOAT)  # (B, K, 2)
-        b = op.Cast(boxes, to=_FLOAT)  # (B, 4)
+        p = op.Cast(keypoints, to=FLOAT)  # (B, K, 2)
+        b = op.Cast(boxes, to=FLOAT)  # (B, 4)
         first = op.Slice(b, [0], [2], [1])
         second = op.Slice(b, [2], [4], [1])
         fmt = op.Constant(value_int=box_format)
@@ -194,7 +183,7 @@ def build_function(kpx, op):
         extent = op.Where(op.Equal(fmt, op.Constant(value_int=1)), op.Sub(second, first), second)
         hw = op.Constant(value_ints=heatmap_size)
         wh = op.Concat(op.Slice(hw, [1], [2]), op.Slice(hw, [0], [1]), axis=0)
-        intervals = op.Cast(op.Sub(wh, op.Constant(value_int=scale_mode)), to=_FLOAT)  # (W, H) or (W - 1, H - 1)
+        intervals = op.Cast(op.Sub(wh, op.Constant(value_int=scale_mode)), to=FLOAT)  # (W, H) or (W - 1, H - 1)
         scale = op.Div(extent, intervals)
         out = op.Add(op.Unsqueeze(origin, [1]), op.Mul(p, op.Unsqueeze(scale, [1])))
         return op.CastLike(out, keypoints)

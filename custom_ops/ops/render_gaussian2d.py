@@ -21,21 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from custom_ops.conventions import axis_coords
-from custom_ops.ops.spatial_expectation2d import COORDINATE_ATTRIBUTES
-from custom_ops.registry import (
-    OnnxAttribute,
-    OnnxInput,
-    OpSpec,
-    Sample,
+from custom_ops.ops._common import (
+    COORDINATE_ATTRIBUTES,
+    FLOAT,
     as_sequence,
     compute_dtype,
     is_exporting,
     positive_scalar,
-    register,
     validate_tensor,
 )
-
-_FLOAT = 1  # onnx.TensorProto.FLOAT
+from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 
 def _axis_gaussian(coords: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -130,19 +125,19 @@ def build_function(kpx, op):
 
     @onnxscript.script(kpx, default_opset=op)
     def RenderGaussian2d(mean, std, size: list[int], normalized_coordinates: int = 1, align_corners: int = 1):
-        m = op.Cast(mean, to=_FLOAT)
-        s = op.Cast(std, to=_FLOAT)
+        m = op.Cast(mean, to=FLOAT)
+        s = op.Cast(std, to=FLOAT)
         hw = op.Constant(value_ints=size)
-        n = op.Cast(hw, to=_FLOAT)  # (H, W)
-        nrm = op.Cast(normalized_coordinates, to=_FLOAT)
-        ac = op.Cast(align_corners, to=_FLOAT)
+        n = op.Cast(hw, to=FLOAT)  # (H, W)
+        nrm = op.Cast(normalized_coordinates, to=FLOAT)
+        ac = op.Cast(align_corners, to=FLOAT)
         scale = nrm * (ac * (2.0 / op.Max(n - 1.0, 1.0)) + (1.0 - ac) * (2.0 / n)) + (1.0 - nrm)
         centre = nrm * (n - 1.0) * 0.5
         one = op.Constant(value_ints=[1])
         # per axis: coordinates, Gaussian, sum (MatMul with ones: no negative reduce axis), safe divide
-        ys = op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [0], [1])), 1), to=_FLOAT) - op.Slice(centre, [0], [1])
+        ys = op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [0], [1])), 1), to=FLOAT) - op.Slice(centre, [0], [1])
         ys = ys * op.Slice(scale, [0], [1])
-        xs = op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [1], [2])), 1), to=_FLOAT) - op.Slice(centre, [1], [2])
+        xs = op.Cast(op.Range(0, op.Squeeze(op.Slice(hw, [1], [2])), 1), to=FLOAT) - op.Slice(centre, [1], [2])
         xs = xs * op.Slice(scale, [1], [2])
         dx = (xs - op.Slice(m, [0], [1], [-1])) / op.Slice(s, [0], [1], [-1])
         dy = (ys - op.Slice(m, [1], [2], [-1])) / op.Slice(s, [1], [2], [-1])

@@ -8,33 +8,17 @@ normalized with ``align_corners=True`` (kornia, default) or ``False`` (dsntnn).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from custom_ops.conventions import cached_coordinate_grid
-from custom_ops.registry import (
-    OnnxAttribute,
-    OnnxInput,
-    OpSpec,
-    Sample,
+from custom_ops.ops._common import (
+    COORDINATE_ATTRIBUTES,
+    FLOAT,
     compute_dtype,
+    expectation_flat,
     is_exporting,
-    register,
     validate_tensor,
 )
-
-_FLOAT = 1  # onnx.TensorProto.FLOAT
-
-COORDINATE_ATTRIBUTES = (
-    OnnxAttribute("normalized_coordinates", "int", 1, "1: coordinates in [-1, 1]; 0: pixels"),
-    OnnxAttribute("align_corners", "int", 1, "1: -1/1 at the centres of the corner pixels; 0: at their edges"),
-)
-
-
-def expectation_flat(probs: Tensor, height: int, width: int, normalized: bool, align_corners: bool) -> Tensor:
-    """``(..., H*W)`` probabilities -> ``(..., 2)`` expected ``(x, y)``, in ``probs``'s dtype."""
-    grid = cached_coordinate_grid(height, width, normalized, align_corners, probs.device, probs.dtype)
-    return F.linear(probs, grid)
+from custom_ops.registry import OnnxInput, OpSpec, Sample, register
 
 
 def reference(input: Tensor, normalized_coordinates: bool, align_corners: bool) -> Tensor:
@@ -100,13 +84,13 @@ def build_function(kpx, op):
         h = op.Shape(input, start=2, end=3)
         w = op.Shape(input, start=3, end=4)
         hw = op.Mul(h, w)
-        probs = op.Reshape(op.Cast(input, to=_FLOAT), op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
+        probs = op.Reshape(op.Cast(input, to=FLOAT), op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
         # grid (H*W, 2): (column, row) of each flat index, then (i - c) * s per axis
         k = op.Range(op.Constant(value_int=0), op.Squeeze(hw), op.Constant(value_int=1))
-        idx = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=_FLOAT)
-        n = op.Cast(op.Concat(w, h, axis=0), to=_FLOAT)
-        nrm = op.Cast(normalized_coordinates, to=_FLOAT)
-        ac = op.Cast(align_corners, to=_FLOAT)
+        idx = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=FLOAT)
+        n = op.Cast(op.Concat(w, h, axis=0), to=FLOAT)
+        nrm = op.Cast(normalized_coordinates, to=FLOAT)
+        ac = op.Cast(align_corners, to=FLOAT)
         scale = nrm * (ac * (2.0 / op.Max(n - 1.0, 1.0)) + (1.0 - ac) * (2.0 / n)) + (1.0 - nrm)
         grid = (idx - nrm * (n - 1.0) * 0.5) * scale
         return op.CastLike(op.MatMul(probs, grid), input)

@@ -16,22 +16,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from custom_ops.ops.spatial_expectation2d import COORDINATE_ATTRIBUTES, expectation_flat
-from custom_ops.ops.spatial_softmax2d import adversarial, scaled_softmax, temperature_divide
-from custom_ops.registry import (
-    OnnxAttribute,
-    OnnxInput,
-    OpSpec,
-    Sample,
+from custom_ops.ops._common import (
+    BOOL,
+    COORDINATE_ATTRIBUTES,
+    FLOAT,
+    TEMPERATURE_ATTRIBUTE,
     compute_dtype,
+    expectation_flat,
     is_exporting,
+    logits_adversarial,
     positive_scalar,
-    register,
+    scaled_softmax,
+    temperature_divide,
     validate_tensor,
 )
+from custom_ops.registry import OnnxInput, OpSpec, Sample, register
 
-_FLOAT = 1  # onnx.TensorProto.FLOAT
-_BOOL = 9  # onnx.TensorProto.BOOL
 _BLOCK_ELEMENTS = 1 << 19  # softmax block of 2 MiB float32: fastest of 2^14..2^20 measured on 2 cores
 
 
@@ -146,12 +146,12 @@ def build_function(kpx, op):
     def SpatialSoftArgmax2d(
         input, temperature, temperature_divide: int = 0, normalized_coordinates: int = 1, align_corners: int = 1
     ):
-        t = op.Cast(temperature, to=_FLOAT)
-        beta = op.Where(op.Cast(temperature_divide, to=_BOOL), op.Reciprocal(t), t)
+        t = op.Cast(temperature, to=FLOAT)
+        beta = op.Where(op.Cast(temperature_divide, to=BOOL), op.Reciprocal(t), t)
         h = op.Shape(input, start=2, end=3)
         w = op.Shape(input, start=3, end=4)
         hw = op.Mul(h, w)
-        logits = op.Reshape(op.Cast(input, to=_FLOAT), op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
+        logits = op.Reshape(op.Cast(input, to=FLOAT), op.Concat(op.Shape(input, start=0, end=2), hw, axis=0))
         # A constant temperature folds this If away at load time (ORT, onnxscript optimizer),
         # so the default temperature costs no full-size multiply.
         if op.Equal(beta, op.Constant(value_float=1.0)):
@@ -160,13 +160,13 @@ def build_function(kpx, op):
             probs = op.Softmax(logits * beta, axis=2)
         # pixel grid (H*W, 2): (k mod W, k div W) of each flat index k (unbroadcast int ops: fastest in ORT)
         k = op.Range(op.Constant(value_int=0), op.Squeeze(hw), op.Constant(value_int=1))
-        grid = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=_FLOAT)
+        grid = op.Cast(op.Concat(op.Unsqueeze(op.Mod(k, w), [1]), op.Unsqueeze(op.Div(k, w), [1]), axis=1), to=FLOAT)
         xy = op.MatMul(probs, grid)
         wh = op.Concat(w, h, axis=0)
         # the convention's affine map (i - c) * s, on the (B, N, 2) result: rows of probs sum to one
-        n = op.Cast(wh, to=_FLOAT)
-        nrm = op.Cast(normalized_coordinates, to=_BOOL)
-        ac = op.Cast(align_corners, to=_FLOAT)
+        n = op.Cast(wh, to=FLOAT)
+        nrm = op.Cast(normalized_coordinates, to=BOOL)
+        ac = op.Cast(align_corners, to=FLOAT)
         scale = op.Where(nrm, 2.0 / op.Max(n - ac, ac), op.Constant(value_float=1.0))
         centre = op.Where(nrm, (n - 1.0) * 0.5, op.Constant(value_float=0.0))
         return op.CastLike((xy - centre) * scale, input)
@@ -202,12 +202,12 @@ SPEC = register(
         ),
         outputs=(OnnxInput("output", "expected (x, y) (B, N, 2), input dtype"),),
         attributes=(
-            OnnxAttribute("temperature_divide", "int", 0, "1: softmax(x / t); 0: softmax(x * t)"),
+            TEMPERATURE_ATTRIBUTE,
             *COORDINATE_ATTRIBUTES,
         ),
         build_function=build_function,
         samples=samples,
-        adversarial=adversarial,  # the same logits suite as spatial_softmax2d
+        adversarial=logits_adversarial,  # the same logits suite as spatial_softmax2d
         # fp32: float32 rounding of sums over H*W. fp16: computed in float32, rounded once to half: 2^-11
         # relative, at most one half ulp (2^-10) from another once-rounded result: rtol 1e-3; near coordinate 0
         # the float32 sum's own cancellation error stays, so atol is the float32 one.

@@ -13,42 +13,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from custom_ops.registry import (
-    OnnxAttribute,
-    OnnxInput,
-    OpSpec,
-    Sample,
+from custom_ops.ops._common import (
+    BOOL,
+    FLOAT,
+    TEMPERATURE_ATTRIBUTE,
     compute_dtype,
     is_exporting,
+    logits_adversarial,
     positive_scalar,
-    register,
+    scaled_softmax,
+    temperature_divide,
     validate_tensor,
 )
-
-_FLOAT = 1  # onnx.TensorProto.FLOAT
-_BOOL = 9  # onnx.TensorProto.BOOL
-TEMPERATURE_MODES = ("multiply", "divide")
-
-
-def temperature_divide(temperature_mode: str) -> bool:
-    """Validates ``temperature_mode``; True for ``"divide"``."""
-    if temperature_mode not in TEMPERATURE_MODES:
-        raise ValueError(
-            f"temperature_mode must be 'multiply' (softmax(x * t), kornia <= 0.8, mmpose) or "
-            f"'divide' (softmax(x / t), kornia 0.9); got {temperature_mode!r}"
-        )
-    return temperature_mode == "divide"
-
-
-def scaled_softmax(logits: Tensor, temperature: Tensor | float, divide: bool) -> Tensor:
-    """Softmax over the last axis of ``logits * t`` (or ``logits / t`` when ``divide``)."""
-    if isinstance(temperature, Tensor):
-        temperature = temperature.to(logits.dtype)
-    if divide:
-        logits = logits / temperature
-    elif not (isinstance(temperature, float) and temperature == 1.0):
-        logits = logits * temperature
-    return torch.softmax(logits, dim=-1)
+from custom_ops.registry import OnnxInput, OpSpec, Sample, register
 
 
 def reference(
@@ -117,11 +94,11 @@ def build_function(kpx, op):
 
     @onnxscript.script(kpx, default_opset=op)
     def SpatialSoftmax2d(input, temperature, temperature_divide: int = 0):
-        t = op.Cast(temperature, to=_FLOAT)
-        beta = op.Where(op.Cast(temperature_divide, to=_BOOL), op.Reciprocal(t), t)
+        t = op.Cast(temperature, to=FLOAT)
+        beta = op.Where(op.Cast(temperature_divide, to=BOOL), op.Reciprocal(t), t)
         hw = op.Mul(op.Shape(input, start=2, end=3), op.Shape(input, start=3, end=4))
         flat = op.Concat(op.Shape(input, start=0, end=2), hw, axis=0)  # no -1: B or N may be 0
-        logits = op.Reshape(op.Cast(input, to=_FLOAT), flat)
+        logits = op.Reshape(op.Cast(input, to=FLOAT), flat)
         # A constant temperature folds this If away at load time (ORT, onnxscript optimizer),
         # so the default temperature costs no full-size multiply.
         if op.Equal(beta, op.Constant(value_float=1.0)):
@@ -145,32 +122,6 @@ def samples() -> list[Sample]:
     ]
 
 
-def adversarial() -> dict[str, tuple]:
-    """SPEC.md's bad inputs for logits ``(B, N, H, W)`` (the export sample has all four dims dynamic)."""
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 3, 5, 7, generator=g)
-    peaked = torch.zeros(2, 3, 5, 7)
-    peaked[:, :, 2, 4] = 50.0
-    huge = x.clone()
-    huge[0, 1, 1, 1] = 1e30
-    nan = x.clone()
-    nan[1, 2, 3, 3] = float("nan")
-    neg_inf = x.clone()
-    neg_inf[0, 0] = float("-inf")
-    return {
-        "peaked": (peaked,),
-        "flat": (torch.zeros(2, 3, 5, 7),),
-        "huge_logits": (huge,),
-        "nan_channel": (nan,),
-        "all_neg_inf_channel": (neg_inf,),
-        "fp16_range": (x / x.abs().max() * 60000.0,),  # logits up to the half maximum, exp(11) and beyond
-        "empty_batch": (torch.randn(0, 3, 5, 7),),
-        "no_channels": (torch.randn(2, 0, 5, 7),),
-        "single_row": (torch.randn(2, 3, 1, 7, generator=g),),
-        "single_column": (torch.randn(2, 3, 5, 1, generator=g),),
-    }
-
-
 SPEC = register(
     OpSpec(
         name="spatial_softmax2d",
@@ -185,10 +136,10 @@ SPEC = register(
             OnnxInput("temperature", "0-d float32 temperature", "tensor(float)"),
         ),
         outputs=(OnnxInput("output", "probabilities (B, N, H, W), input dtype"),),
-        attributes=(OnnxAttribute("temperature_divide", "int", 0, "1: softmax(x / t); 0: softmax(x * t)"),),
+        attributes=(TEMPERATURE_ATTRIBUTE,),
         build_function=build_function,
         samples=samples,
-        adversarial=adversarial,
+        adversarial=logits_adversarial,
         # fp32: float32 rounding of sums over H*W. fp16: computed in float32, rounded once to half: 2^-11
         # relative, and at most one half ulp (2^-10 relative) from another once-rounded result, so rtol 1e-3;
         # probabilities below 6.1e-5 are subnormal halves, spaced 6e-8 apart: atol 1e-6.

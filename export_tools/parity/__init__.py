@@ -1,34 +1,47 @@
 """Parity harness: run an exported model on several runtimes and compare with PyTorch.
 
-``assert_parity(module, inputs)`` is the entry point for users' own test suites.
+``assert_parity(module, inputs)`` is the entry point for users' own test suites; ``kpx export --check``
+and ``kpx check`` call :func:`check_parity` with the same defaults, so the library and the command line
+judge a file the same way.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from export_tools.exporter import to_onnx
+from custom_ops.registry import DEFAULT_OPSET
+from export_tools.errors import (
+    KpxError,
+    LocalFunctionsUnsupportedError,
+    RunFailedError,
+    RunnerUnavailableError,
+    UsageError,
+    one_line,
+)
 from export_tools.parity.compare import OutputStats, compare_output, tolerance_for
 from export_tools.parity.inputs import input_specs, load_npz, random_inputs
 from export_tools.parity.localize import Divergence, first_divergence
 from export_tools.parity.report import SCHEMA, Case, ParityReport
-from export_tools.parity.runners import (
+from export_tools.runtimes import (
     OPENVINO_READS_LOCAL_FUNCTIONS,
-    LocalFunctionsUnsupportedError,
     OpenVinoRunner,
     OrtFormatRunner,
     OrtRunner,
     ReferenceRunner,
-    RunnerUnavailableError,
     TorchRunner,
+    get_runner,
+    make_runner,
+    runtime_names,
 )
 
 __all__ = [
     "OPENVINO_READS_LOCAL_FUNCTIONS",
-    "RUNTIMES",
     "SCHEMA",
     "Case",
     "Divergence",
@@ -48,103 +61,122 @@ __all__ = [
     "input_specs",
     "load_npz",
     "random_inputs",
+    "runtime_names",
 ]
-
-
-RUNTIMES = ("cpu", "cuda", "reference", "openvino", "ort-mobile")
-"""Runtime names that :func:`check_parity` accepts."""
-
-
-def _runner(kind: str, model: bytes):
-    if kind in ("cpu", "cuda"):
-        return OrtRunner(model, kind)
-    if kind == "reference":
-        return ReferenceRunner(model)
-    if kind == "openvino":  # the CPU plugin; needs an emit="inline" export (no local functions)
-        return OpenVinoRunner(model)
-    if kind == "ort-mobile":  # the model converted to ONNX Runtime's .ort format, run on the CPU provider
-        return OrtFormatRunner(model)
-    raise ValueError(f"runtime must be one of {', '.join(repr(r) for r in RUNTIMES)}; got {kind!r}")
 
 
 def check_parity(
     module: torch.nn.Module | None,
-    inputs: Mapping[str, Sequence[torch.Tensor]] | Sequence[torch.Tensor],
+    inputs: Mapping[str, Sequence[Any]] | Sequence[Any],
     *,
     runtimes: Sequence[str] = ("cpu",),
     emit: str = "function",
-    opset: int = 18,
+    opset: int = DEFAULT_OPSET,
     dynamic_shapes: Any = None,
+    dtype: torch.dtype | str | None = None,
     tolerances: Mapping[str, tuple[float, float]] | None = None,
-    model: bytes | None = None,
+    model: bytes | str | os.PathLike | Any = None,
     localize: bool = True,
     input_meta: Mapping[str, Mapping[str, Any]] | None = None,
     truth: bool = False,
     pixels_per_unit: Mapping[str, tuple[float, float]] | None = None,
-    reference_dtype: torch.dtype | None = None,
+    resized: bool = True,
 ) -> ParityReport:
-    """Exports ``module`` (unless ``model`` bytes are given) and compares every runtime with PyTorch.
+    """Exports ``module`` (unless ``model`` is given) and compares every runtime with PyTorch.
 
     Args:
-        module: the PyTorch reference, run at its own dtype. ``None`` (with ``model`` given): the
-            reference is a float64 evaluation of the ONNX graph itself with onnx.reference.
+        module: the PyTorch reference. ``None`` (with ``model`` given): the reference is a float64
+            evaluation of the ONNX graph itself with onnx.reference.
         inputs: one input tuple, or named input tuples (``{"peaked": (x,), "empty": (x0,)}``); the
-            first set is the export example.
-        runtimes: any of ``"cpu"``, ``"cuda"`` (ONNX Runtime), ``"reference"`` (onnx.reference),
-            ``"openvino"`` (OpenVINO CPU, float32 inference precision; ``emit="inline"`` exports only) and
-            ``"ort-mobile"`` (the model converted to ONNX Runtime's ``.ort`` format, run on its CPU provider).
-            A runtime that cannot run raises :class:`RunnerUnavailableError`.
-        tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs);
-            defaults by output dtype.
-        localize: on an ORT mismatch, name the first node that departs from ``onnx.reference``.
+            first set is the export example. Tensors or numpy arrays.
+        runtimes: names from the runtime table (:func:`runtime_names`: ``"cpu"``, ``"cuda"``,
+            ``"openvino"``, ``"ort-mobile"``, ``"reference"``). One that cannot run here raises
+            :class:`RunnerUnavailableError` naming the fix.
+        emit, opset, dynamic_shapes: export options when ``module`` is exported here.
+        dtype: export dtype (e.g. ``torch.float16``) when ``module`` is exported here.
+        tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs). Default:
+            the op's registry tolerances for a one-op model (``export_tools.models.OpModel``), else by
+            output dtype.
+        model: the ONNX model to judge instead of exporting: bytes, an ``onnx.ModelProto`` or a path.
+        localize: on a mismatch, name the first node that departs from a float64 evaluation.
         input_meta: per input set, extra facts for the report (``{"random": {"seed": 0}}``).
         truth: also run PyTorch in float64 and compare the model-dtype reference and every runtime
             with it (cases whose ``reference`` is ``torch-float64``).
         pixels_per_unit: ``{output_name: (sx, sy)}`` for coordinate outputs: errors also in pixels.
-        reference_dtype: cast floating inputs to this dtype for PyTorch (e.g. ``torch.float32`` to judge
-            a float16 export against the float32 model).
+        resized: with a PyTorch module and a graph with symbolic dims, also check an input set with every
+            symbolic dim one larger than in the first set (a size baked into the graph shows there).
 
-    Input tensors may be torch tensors or numpy arrays (from :func:`random_inputs`, :func:`load_npz`).
+    Each input is fed to the runtimes in the graph input's dtype (float32 values are rounded to a
+    float16 input, as a user of an fp16 file would feed them). PyTorch gets the same rounded values in
+    the dtype it was given: float32 inputs with an fp16 file judge the export against the float32 model
+    on the same numbers.
     """
-    sets = dict(inputs) if isinstance(inputs, Mapping) else {"inputs": tuple(inputs)}
-    sets = {k: tuple(torch.as_tensor(t) for t in v) for k, v in sets.items()}
-    first = next(iter(sets.values()))
+    from export_tools.exporter import resolve_dtype, to_onnx
+
+    if module is not None and not isinstance(module, torch.nn.Module):
+        hint = " (to check an ONNX file, pass module=None, model=<path or bytes>)" if isinstance(module, str) else ""
+        raise TypeError(f"module must be a torch.nn.Module or None; got {type(module).__name__}{hint}")
+    sets = _input_sets(inputs)
+    runtimes = _names(runtimes, "runtimes")
+    for kind in runtimes:
+        get_runner(kind)
+    dtype = resolve_dtype(dtype)
     if module is None and model is None:
-        raise ValueError("check_parity needs a module, or model bytes to judge against their float64 evaluation")
+        raise ValueError("check_parity needs a module, or model=... to judge against its own float64 evaluation")
+    if truth and module is None:
+        raise ValueError("truth=True needs a PyTorch module (it runs the module in float64)")
     if model is None:
-        model = to_onnx(module, tuple(first), emit=emit, opset=opset, dynamic_shapes=dynamic_shapes).SerializeToString()
-    reference = ReferenceRunner(model, float64=True) if module is None else TorchRunner(module, dtype=reference_dtype)
-    runners = [_runner(kind, model) for kind in runtimes]
-    truth_runner = TorchRunner(module, float64=True) if truth and module is not None else None
-    described = [r.describe() for r in [reference, truth_runner, *runners] if r is not None]
-    report = ParityReport(model=type(module).__name__ if module is not None else "onnx", runtimes=described)
-    import onnx
-
-    names = [o.name for o in onnx.load_from_string(model).graph.output]
+        first = tuple(torch.as_tensor(t) for t in next(iter(sets.values())))
+        proto = to_onnx(module, first, emit=emit, opset=opset, dynamic_shapes=dynamic_shapes, dtype=dtype)
+    else:
+        proto = _load_model(model)
+    data = proto.SerializeToString()
+    names = [o.name for o in proto.graph.output]
+    tolerance = _tolerance_rule(tolerances, names, module)
+    specs = input_specs(data)
     for set_name, tensors in sets.items():
-        feeds = [t.detach().cpu().numpy() for t in tensors]
-        shapes, dtypes = [list(f.shape) for f in feeds], [str(f.dtype) for f in feeds]
-        meta = (input_meta or {}).get(set_name, {})
-        report.inputs.append({"name": set_name, "shapes": shapes, "dtypes": dtypes, **meta})
-        expected = reference.run(feeds)
+        if len(tensors) != len(specs):
+            raise ValueError(f"input set {set_name!r} has {len(tensors)} tensors; the model has {len(specs)} inputs "
+                             f"({', '.join(s[0] for s in specs)})")  # fmt: skip
+    report = ParityReport(model=type(module).__name__ if module is not None else "onnx")
+    if resized and module is not None:
+        sets = {**sets, **_resized_set(module, data, specs, next(iter(sets.values())), report)}
 
-        def compare(against: list, actual: list) -> list[OutputStats]:
+    reference = ReferenceRunner(data, float64=True) if module is None else TorchRunner(module)
+    runners = [make_runner(kind, data) for kind in runtimes]
+    truth_runner = TorchRunner(module, float64=True) if truth else None
+    report.runtimes = [r.describe() for r in [reference, truth_runner, *runners] if r is not None]
+    for set_name, tensors in sets.items():
+        given = [_numpy(t) for t in tensors]
+        feeds = [_cast_float(a, dt) for a, (_, dt, _) in zip(given, specs)]  # in the graph's input dtypes
+        meta = (input_meta or {}).get(set_name, {})
+        report.inputs.append({"name": set_name, "shapes": [list(f.shape) for f in feeds],
+                              "dtypes": [str(f.dtype) for f in feeds], **meta})  # fmt: skip
+        # PyTorch gets the runtimes' (possibly rounded) values back in the dtypes it was given
+        expected = _run(reference, [_cast_float(f, a.dtype) for f, a in zip(feeds, given)], set_name)
+
+        def compare(against: list, actual: list, runtime: str) -> list[OutputStats]:
+            if len(actual) != len(names):
+                raise RuntimeError(f"{runtime} returned {len(actual)} outputs; the graph declares {len(names)}")
+            if len(against) != len(names):
+                raise UsageError(f"the PyTorch module returns {len(against)} outputs; the ONNX graph has {len(names)} "
+                                 f"({', '.join(names)}); compare a module and the file exported from it")  # fmt: skip
             stats = []
-            for n, e, a in zip(names, against, actual, strict=True):
-                tol = tolerance_for(a.dtype, (tolerances or {}).get(n))  # the dtype of the output under test
+            for n, e, a in zip(names, against, actual):
+                tol = tolerance(n, a.dtype)  # by the dtype of the output under test
                 stats.append(compare_output(n, e, a, *tol, pixels_per_unit=(pixels_per_unit or {}).get(n)))
             return stats
 
         if truth_runner is not None:
-            exact = truth_runner.run(feeds)
-            report.cases.append(Case(set_name, reference.name, truth_runner.name, compare(exact, expected)))
+            exact = _run(truth_runner, feeds, set_name)
+            report.cases.append(Case(set_name, reference.name, truth_runner.name, compare(exact, expected, "torch")))
         for runner in runners:
-            actual = runner.run(feeds)
+            actual = _run(runner, feeds, set_name)
             if truth_runner is not None:
-                report.cases.append(Case(set_name, runner.name, truth_runner.name, compare(exact, actual)))
-            case = Case(set_name, runner.name, reference.name, compare(expected, actual))
-            if localize and not case.passed and isinstance(runner, OrtRunner):
-                case.divergence = first_divergence(model, feeds, runner.provider)
+                report.cases.append(Case(set_name, runner.name, truth_runner.name, compare(exact, actual, runner.name)))
+            case = Case(set_name, runner.name, reference.name, compare(expected, actual, runner.name))
+            if localize and not case.passed and runner.kind != "reference":
+                case.divergence = first_divergence(data, feeds, runner.kind)
             report.cases.append(case)
     return report
 
@@ -155,3 +187,136 @@ def assert_parity(module: torch.nn.Module, inputs: Any, **kwargs: Any) -> Parity
     if not report.passed:
         raise AssertionError("parity check failed:\n" + report.table())
     return report
+
+
+def _run(runner: Any, feeds: list[np.ndarray], set_name: str) -> list[np.ndarray]:
+    """``runner.run(feeds)``; a failure of the runtime itself becomes :class:`RunFailedError` naming it."""
+    try:
+        return runner.run(feeds)
+    except KpxError:
+        raise
+    except Exception as exc:  # runtimes raise their own types
+        if isinstance(runner, TorchRunner):  # the reference model does not take the file's inputs
+            raise UsageError(
+                f"the PyTorch model fails on input set {set_name!r} ({type(exc).__name__}: "
+                f"{one_line(exc)[:300]}); compare a model with the file exported from it"
+            ) from exc
+        raise RunFailedError(f"{runner.name} failed on input set {set_name!r}: {one_line(exc)[:300]}") from exc
+
+
+# --- argument checks and input preparation -----------------------------------------------------------------
+
+
+def _names(value: Any, arg: str) -> list[str]:
+    """A list of names; a bare string is refused (it would be read character by character)."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{arg} must be a list of names, e.g. ['cpu']; got {value!r}")
+    if not value:
+        raise ValueError(f"{arg} is empty; name at least one, e.g. ['cpu']")
+    return list(value)
+
+
+def _input_sets(inputs: Any) -> dict[str, tuple[Any, ...]]:
+    example = "e.g. (torch.randn(1, 17, 64, 48),) or {'example': (x,)}"
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        inputs = (inputs,)
+    if isinstance(inputs, Mapping):
+        sets = dict(inputs)
+    elif isinstance(inputs, Sequence) and not isinstance(inputs, str):
+        sets = {"inputs": tuple(inputs)}
+    else:
+        raise TypeError(f"inputs must be a tuple of tensors or a dict of named tuples, {example}; got "
+                        f"{type(inputs).__name__}")  # fmt: skip
+    if not sets:
+        raise ValueError(f"inputs is empty; pass at least one input set, {example}")
+    out = {}
+    for name, tensors in sets.items():
+        if isinstance(tensors, (torch.Tensor, np.ndarray)):
+            tensors = (tensors,)
+        if not isinstance(name, str) or not isinstance(tensors, Sequence) or isinstance(tensors, str):
+            raise TypeError(f"input set {name!r} must be a tuple of tensors, {example}")
+        bad = [type(t).__name__ for t in tensors if not isinstance(t, (torch.Tensor, np.ndarray))]
+        if bad:
+            raise TypeError(f"input set {name!r} holds {', '.join(bad)}; every input must be a tensor or numpy array")
+        out[name] = tuple(t.detach().cpu() if isinstance(t, torch.Tensor) else t for t in tensors)
+    return out
+
+
+def _load_model(model: Any):
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(model))
+    if isinstance(model, (str, os.PathLike)):
+        from export_tools.inspection import load_onnx
+
+        return load_onnx(model)
+    raise TypeError(f"model must be ONNX bytes, an onnx.ModelProto or a path; got {type(model).__name__}")
+
+
+def _tolerance_rule(given: Any, names: list[str], module: Any):
+    """``(output_name, dtype) -> (rtol, atol)``: the caller's, else a one-op model's registry entry, else by dtype."""
+    spec = getattr(module, "spec", None)
+    overrides = _checked_tolerances(given, names) if given is not None else {}
+
+    def rule(name: str, dtype: np.dtype) -> tuple[float, float]:
+        if name in overrides:
+            return overrides[name]
+        torch_dtype = getattr(torch, np.dtype(dtype).name, None)
+        if spec is not None and torch_dtype in spec.tolerances:
+            return spec.tolerances[torch_dtype]
+        return tolerance_for(dtype)
+
+    return rule
+
+
+def _checked_tolerances(given: Any, names: list[str]) -> dict[str, tuple[float, float]]:
+    if not isinstance(given, Mapping):
+        raise TypeError(f"tolerances must be a dict {{output_name: (rtol, atol)}}; got {type(given).__name__}")
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"tolerances name outputs {unknown} that the model does not have; its outputs are {names}")
+    out = {}
+    for name, pair in given.items():
+        try:
+            rtol, atol = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"tolerances[{name!r}] must be (rtol, atol); got {pair!r}") from None
+        if not (rtol >= 0 and atol >= 0 and math.isfinite(rtol) and math.isfinite(atol)):
+            raise ValueError(f"tolerances[{name!r}] = {pair!r}: rtol and atol must be finite and >= 0")
+        out[name] = (rtol, atol)
+    return out
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _cast_float(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``array`` in ``dtype`` when both are floating (e.g. float32 values fed to a float16 file), else as is."""
+    if array.dtype != dtype and array.dtype.kind == np.dtype(dtype).kind == "f":
+        return array.astype(dtype)
+    return array
+
+
+def _resized_set(module, model: bytes, specs, example, report: ParityReport) -> dict[str, tuple]:
+    """Every symbolic dim one larger than in the example (so that a size baked into the graph shows), when
+    the model has symbolic dims and PyTorch accepts that size."""
+    dims = {}
+    for (_, _, shape), tensor in zip(specs, example):
+        for i, d in enumerate(shape):
+            if isinstance(d, str) and d != "?" and i < len(tensor.shape):
+                dims.setdefault(d, int(tensor.shape[i]) + 1)
+    if not dims:
+        return {}
+    feeds = [_cast_float(f, _numpy(t).dtype) for f, t in zip(random_inputs(model, dims=dims, seed=1), example)]
+    try:
+        TorchRunner(module).run(feeds)
+    except Exception as exc:
+        report.notes.append(
+            f"PyTorch rejects the example sizes + 1 ({type(exc).__name__}): checked at the example only"
+        )
+        return {}
+    return {"resized " + ",".join(f"{k}={v}" for k, v in dims.items()): feeds}

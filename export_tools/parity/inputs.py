@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-_NUMPY = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.int64, 9: np.bool_}
+from export_tools.graph import NUMPY_TYPES
+
+MAX_INPUT_MB = 1024
+"""Default cap, in MiB, on the inputs kpx generates (``--input`` examples, ``--dim`` random inputs). A deployed
+pose model's batch of 32 crops at 256x192 is 19 MiB, a 1080p frame 24 MiB. ``--max-input-mb`` raises it."""
+
+
+def check_input_size(sizes: Mapping[str, tuple[Sequence[int], int]], max_mb: float = MAX_INPUT_MB) -> None:
+    """``ValueError`` when inputs ``{name: (shape, itemsize)}`` need more than ``max_mb`` MiB in all (checked
+    before anything is allocated)."""
+    total = 0
+    for name, (shape, itemsize) in sizes.items():
+        size = math.prod(int(d) for d in shape) * itemsize
+        total += size
+        if total > max_mb * 2**20:
+            need = f"{size / 2**20:.4g} MiB" if size < 2**50 else f"{size / 2**50:.3g} PiB"
+            raise ValueError(f"input {name!r} of shape {'x'.join(map(str, shape))} needs {need}; kpx generates at "
+                             f"most {max_mb:g} MiB of inputs in all. Give smaller sizes (dynamic dims can be "
+                             "exported and checked at small sizes) or raise --max-input-mb")  # fmt: skip
 
 
 def input_specs(model: bytes) -> list[tuple[str, np.dtype, list[int | str]]]:
@@ -17,19 +36,22 @@ def input_specs(model: bytes) -> list[tuple[str, np.dtype, list[int | str]]]:
     specs = []
     for value in onnx.load_from_string(model).graph.input:
         tensor = value.type.tensor_type
-        if tensor.elem_type not in _NUMPY:
+        if tensor.elem_type not in NUMPY_TYPES:
             raise ValueError(f"input {value.name!r} has ONNX element type {tensor.elem_type}; kpx cannot generate it")
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
-        specs.append((value.name, np.dtype(_NUMPY[tensor.elem_type]), dims))
+        specs.append((value.name, np.dtype(NUMPY_TYPES[tensor.elem_type]), dims))
     return specs
 
 
-def random_inputs(model: bytes, *, dims: Mapping[str, int] | None = None, seed: int = 0) -> tuple[np.ndarray, ...]:
+def random_inputs(
+    model: bytes, *, dims: Mapping[str, int] | None = None, seed: int = 0, max_mb: float = MAX_INPUT_MB
+) -> tuple[np.ndarray, ...]:
     """Seeded random inputs shaped by the model's input specs.
 
     Args:
         dims: sizes for symbolic dims (``{"B": 4, "H": 64}``); a symbolic dim not given is an error.
         seed: numpy ``default_rng`` seed; the same seed gives the same inputs.
+        max_mb: refuse (``ValueError``) inputs larger than this in all, before allocating them.
     """
     rng = np.random.default_rng(seed)
     dims = dict(dims or {})
@@ -37,13 +59,16 @@ def random_inputs(model: bytes, *, dims: Mapping[str, int] | None = None, seed: 
     unknown = sorted(set(dims) - known)
     if unknown:
         raise ValueError(f"dims {unknown} are not symbolic dims of the model; it has {sorted(known) or 'none'}")
-    arrays = []
+    shapes = {}
     for name, dtype, shape in input_specs(model):
         missing = [d for d in shape if isinstance(d, str) and d not in dims]
         if missing:
             hint = f"dims={{{missing[0]!r}: 4}}"
             raise ValueError(f"input {name!r} has symbolic dims {missing}; give their sizes, e.g. {hint}")
-        concrete = [dims[d] if isinstance(d, str) else d for d in shape]
+        shapes[name] = ([dims[d] if isinstance(d, str) else d for d in shape], dtype)
+    check_input_size({name: (shape, dtype.itemsize) for name, (shape, dtype) in shapes.items()}, max_mb)
+    arrays = []
+    for concrete, dtype in shapes.values():
         if dtype.kind == "f":
             arrays.append(rng.standard_normal(concrete).astype(dtype))
         elif dtype.kind == "b":
@@ -58,7 +83,16 @@ def load_npz(path: str | Path, model: bytes) -> tuple[np.ndarray, ...]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"inputs file {str(path)!r} does not exist")
-    with np.load(path, allow_pickle=False) as data:
+    names = [name for name, _, _ in input_specs(model)]
+    save = f"np.savez(path, {', '.join(f'{n}=...' for n in names)})"
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable .npz file ({type(exc).__name__}); save the inputs with "
+                         f"{save}") from None  # fmt: skip
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{str(path)!r} holds one array (a .npy file), not named inputs; save them with {save}")
+    with data:
         stored = {key: data[key] for key in data.files}
     arrays = []
     symbols: dict[str, tuple[str, int]] = {}

@@ -19,14 +19,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from export_tools.graph import feeds_to_float64, promote_to_float64
 from export_tools.parity.compare import compare_output
 
 #: ``(rtol, atol)`` by the runtime value's dtype. float32: a few roundings (unit roundoff 6e-8) plus
 #: the accumulation error of sums over up to ~1e5 terms; float16: unit roundoff 4.9e-4, so about eight
 #: roundings before a value is flagged. Integers and booleans must be exact.
 LOCALIZE_TOLERANCES = {"float64": (1e-9, 1e-12), "float32": (1e-4, 1e-5), "float16": (4e-3, 1e-3)}
-
-_FLOAT_TYPES = (1, 10, 16)  # FLOAT, FLOAT16, BFLOAT16
 
 
 @dataclass
@@ -53,76 +52,23 @@ class Divergence:
                 f"max rel {self.max_rel:.3g}{pattern}")  # fmt: skip
 
 
-def promote_to_float64(model):
-    """A copy of an (inlined) ``ModelProto`` that computes every float value in float64.
-
-    Graph inputs and outputs, initializers, ``Constant``/``ConstantOfShape`` values and ``Cast`` targets of
-    float16/bfloat16/float32 become float64 (subgraphs of ``If``/``Loop``/``Scan`` included); value infos
-    are dropped so that shapes and types are inferred again. Raises ``ValueError`` if the graph still holds
-    local functions (inline them first)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    if model.functions:
-        raise ValueError("promote_to_float64 needs an inlined model; call onnx.inliner.inline_local_functions first.")
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-
-    def tensor64(t):
-        if t.data_type not in _FLOAT_TYPES:
-            return t
-        return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
-
-    def graph64(g):
-        for vi in list(g.input) + list(g.output):
-            if vi.type.tensor_type.elem_type in _FLOAT_TYPES:
-                vi.type.tensor_type.elem_type = TensorProto.DOUBLE
-        del g.value_info[:]
-        for i, t in enumerate(g.initializer):
-            g.initializer[i].CopyFrom(tensor64(t))
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    graph64(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for sub in attr.graphs:
-                        graph64(sub)
-                elif attr.type == onnx.AttributeProto.TENSOR and node.op_type in ("Constant", "ConstantOfShape"):
-                    attr.t.CopyFrom(tensor64(attr.t))
-                elif node.op_type == "Cast" and attr.name == "to" and attr.i in _FLOAT_TYPES:
-                    attr.i = TensorProto.DOUBLE
-            if node.op_type == "Constant":  # value_float(s) would make float32 tensors
-                for attr in list(node.attribute):
-                    if attr.name in ("value_float", "value_floats"):
-                        values = np.asarray(attr.f if attr.name == "value_float" else list(attr.floats), np.float64)
-                        node.attribute.remove(attr)
-                        node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(values)))
-
-    graph64(out.graph)
-    return out
-
-
-def feeds_to_float64(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Float inputs as float64 (for a :func:`promote_to_float64` graph); others unchanged."""
-    return [np.asarray(f).astype(np.float64) if np.asarray(f).dtype.kind == "f" else np.asarray(f) for f in feeds]
-
-
 def first_divergence(
     model: bytes,
     feeds: Sequence[np.ndarray],
-    provider: str = "cpu",
+    runtime: str = "cpu",
     *,
     tolerances: dict[str, tuple[float, float]] | None = None,
 ) -> Divergence | None:
-    """Runs the inlined ``model`` with every intermediate exposed on ORT (``provider``) and a float64 copy
-    of it on the reference evaluator; returns the first diverging node, or ``None`` if every value agrees.
+    """Runs the inlined ``model`` with every intermediate exposed on ``runtime`` (a name from the runtime table)
+    and a float64 copy of it on the reference evaluator; returns the first diverging node, or ``None`` if every
+    value agrees.
 
     ``tolerances`` overrides :data:`LOCALIZE_TOLERANCES` by dtype name."""
     import onnx
     import onnx.inliner
     from onnx.reference import ReferenceEvaluator
 
-    from export_tools.parity.runners import OrtRunner
+    from export_tools.runtimes import make_runner
 
     table = {**LOCALIZE_TOLERANCES, **(tolerances or {})}
     inlined = onnx.inliner.inline_local_functions(onnx.load_from_string(model))
@@ -131,8 +77,8 @@ def first_divergence(
     known = {o.name for o in exposed.graph.output}
     values = [out for node in inlined.graph.node for out in node.output if out]
     exposed.graph.output.extend(onnx.helper.make_empty_tensor_value_info(v) for v in values if v not in known)
-    runner = OrtRunner(exposed.SerializeToString(), provider)
-    names = [o.name for o in runner.session.get_outputs()]
+    runner = make_runner(runtime, exposed.SerializeToString())
+    names = [o.name for o in exposed.graph.output]
     actual = dict(zip(names, runner.run(feeds), strict=True))
     inputs = [i.name for i in inlined.graph.input]
     expected = ReferenceEvaluator(promote_to_float64(inlined)).run(

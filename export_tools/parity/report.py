@@ -37,6 +37,8 @@ class ParityReport:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     runtimes: list[dict[str, str]] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
+    #: what the run could not do and why (e.g. a resized input set that PyTorch rejects)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -51,6 +53,7 @@ class ParityReport:
             "inputs": self.inputs,
             "runtimes": self.runtimes,
             "cases": [self._case(c) for c in self.cases],
+            "notes": self.notes,
             "verdict": "pass" if self.passed else "fail",
         }
 
@@ -65,10 +68,12 @@ class ParityReport:
             "divergence": case.divergence.as_dict() if case.divergence else None,
         }
 
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.as_dict(), indent=2, allow_nan=True) + "\n")
-        return path
+    def write_json(self, path: str | Path, *, overwrite: bool = True) -> Path:
+        """Writes the JSON report atomically (:func:`export_tools.files.write_atomic`)."""
+        from export_tools.files import write_atomic
+
+        data = (json.dumps(self.as_dict(), indent=2, allow_nan=True) + "\n").encode()
+        return write_atomic(path, data, overwrite=overwrite)
 
     def table(self) -> str:
         """One line per (input set, runtime, output)."""
@@ -87,5 +92,6 @@ class ParityReport:
                     f"{'yes' if o.passed else 'NO'}"
                 )
         lines += [f"{c.inputs} on {c.runtime}: {c.divergence}" for c in self.cases if c.divergence]
+        lines += [f"note: {n}" for n in self.notes]
         lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'} ({len(self.cases)} cases)")
         return "\n".join(lines)

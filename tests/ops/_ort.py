@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 
 from export_tools import to_onnx
+from tests.conftest import ort_session
 
 
 class OrtModel:
@@ -32,11 +32,8 @@ class OrtModel:
         dtype: Any = None,
         emit: str = "function",
     ):
-        ort = pytest.importorskip("onnxruntime")
         self.proto = to_onnx(module, args, dynamic_shapes=dynamic_shapes, emit=emit, dtype=dtype)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(self.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(self.proto)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -1,0 +1,145 @@
+"""Helpers shared by several ops (never imported from a sibling op file).
+
+- argument validation with messages that name the argument and the fix;
+- ONNX element-type codes by name, for ``Cast(to=...)`` in function bodies (``import custom_ops``
+  needs only torch, so these are the ``onnx.TensorProto`` values; a test keeps them equal);
+- the softmax temperature convention (``spatial_softmax2d``, ``spatial_soft_argmax2d``);
+- the coordinate attributes and the expectation over a flat map (``spatial_expectation2d``,
+  ``spatial_soft_argmax2d``, the renderers);
+- the bad-input suite for logits ``(B, N, H, W)`` (docs/spec.md, "Bad input").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from custom_ops.conventions import cached_coordinate_grid
+from custom_ops.registry import OnnxAttribute
+
+# --- ONNX element types (onnx.TensorProto.<NAME>) ---------------------------------------------------------
+FLOAT = 1
+INT64 = 7
+BOOL = 9
+FLOAT16 = 10
+DOUBLE = 11
+BFLOAT16 = 16
+ONNX_TYPES = {"FLOAT": FLOAT, "INT64": INT64, "BOOL": BOOL, "FLOAT16": FLOAT16, "DOUBLE": DOUBLE, "BFLOAT16": BFLOAT16}
+
+
+# --- argument validation -----------------------------------------------------------------------------------
+def validate_tensor(value: Any, arg: str, shape_legend: str, ndim: int | None = None) -> Tensor:
+    """Checks that ``value`` is a floating tensor of rank ``ndim``; names ``arg`` otherwise."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{arg} must be a torch.Tensor of shape {shape_legend}; got {type(value).__name__}")
+    if ndim is not None and value.dim() != ndim:
+        raise ValueError(f"{arg} must have shape {shape_legend}; got shape {tuple(value.shape)}")
+    if not value.is_floating_point():
+        raise ValueError(f"{arg} must be a floating tensor (float16/bfloat16/float32/float64); got {value.dtype}")
+    return value
+
+
+def positive_scalar(value: Any, arg: str) -> Tensor | float:
+    """Python numbers must be finite and > 0; tensors must hold one element."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{arg} must be a number or a 0-d tensor; got a tensor of shape {tuple(value.shape)}")
+        return value.reshape(())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{arg} must be a positive number or a 0-d tensor; got {value!r}")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"{arg} must be finite and > 0; got {value!r}")
+    return float(value)
+
+
+def as_sequence(value: Sequence[int], arg: str, length: int) -> tuple[int, ...]:
+    """Validates a static int sequence such as ``size=(H, W)``."""
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{arg} must be a sequence of {length} ints; got {value!r}") from None
+    if len(out) != length or any(v < 1 for v in out):
+        raise ValueError(f"{arg} must be {length} ints >= 1; got {value!r}")
+    return out
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 are computed in float32; float32/float64 as they are."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def is_exporting() -> bool:
+    """True while torch.export (and so torch.onnx dynamo export) traces the model."""
+    return bool(torch.compiler.is_exporting())
+
+
+# --- softmax temperature -----------------------------------------------------------------------------------
+TEMPERATURE_MODES = ("multiply", "divide")
+
+
+def temperature_divide(temperature_mode: str) -> bool:
+    """Validates ``temperature_mode``; True for ``"divide"``."""
+    if temperature_mode not in TEMPERATURE_MODES:
+        raise ValueError(
+            f"temperature_mode must be 'multiply' (softmax(x * t), kornia <= 0.8, mmpose) or "
+            f"'divide' (softmax(x / t), kornia 0.9); got {temperature_mode!r}"
+        )
+    return temperature_mode == "divide"
+
+
+def scaled_softmax(logits: Tensor, temperature: Tensor | float, divide: bool) -> Tensor:
+    """Softmax over the last axis of ``logits * t`` (or ``logits / t`` when ``divide``)."""
+    if isinstance(temperature, Tensor):
+        temperature = temperature.to(logits.dtype)
+    if divide:
+        logits = logits / temperature
+    elif not (isinstance(temperature, float) and temperature == 1.0):
+        logits = logits * temperature
+    return torch.softmax(logits, dim=-1)
+
+
+TEMPERATURE_ATTRIBUTE = OnnxAttribute("temperature_divide", "int", 0, "1: softmax(x / t); 0: softmax(x * t)")
+
+
+# --- coordinates -------------------------------------------------------------------------------------------
+COORDINATE_ATTRIBUTES = (
+    OnnxAttribute("normalized_coordinates", "int", 1, "1: coordinates in [-1, 1]; 0: pixels"),
+    OnnxAttribute("align_corners", "int", 1, "1: -1/1 at the centres of the corner pixels; 0: at their edges"),
+)
+
+
+def expectation_flat(probs: Tensor, height: int, width: int, normalized: bool, align_corners: bool) -> Tensor:
+    """``(..., H*W)`` probabilities -> ``(..., 2)`` expected ``(x, y)``, in ``probs``'s dtype."""
+    grid = cached_coordinate_grid(height, width, normalized, align_corners, probs.device, probs.dtype)
+    return F.linear(probs, grid)
+
+
+# --- bad inputs --------------------------------------------------------------------------------------------
+def logits_adversarial() -> dict[str, tuple]:
+    """The bad-input suite for logits ``(B, N, H, W)`` (an export with all four dims dynamic)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 5, 7, generator=g)
+    peaked = torch.zeros(2, 3, 5, 7)
+    peaked[:, :, 2, 4] = 50.0
+    huge = x.clone()
+    huge[0, 1, 1, 1] = 1e30
+    nan = x.clone()
+    nan[1, 2, 3, 3] = float("nan")
+    neg_inf = x.clone()
+    neg_inf[0, 0] = float("-inf")
+    return {
+        "peaked": (peaked,),
+        "flat": (torch.zeros(2, 3, 5, 7),),
+        "huge_logits": (huge,),
+        "nan_channel": (nan,),
+        "all_neg_inf_channel": (neg_inf,),
+        "fp16_range": (x / x.abs().max() * 60000.0,),  # logits up to the half maximum, exp(11) and beyond
+        "empty_batch": (torch.randn(0, 3, 5, 7),),
+        "no_channels": (torch.randn(2, 0, 5, 7),),
+        "single_row": (torch.randn(2, 3, 1, 7, generator=g),),
+        "single_column": (torch.randn(2, 3, 5, 1, generator=g),),
+    }

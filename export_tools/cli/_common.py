@@ -1,0 +1,252 @@
+"""What several subcommands share: logging and progress, option groups, and the steps they have in common."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from export_tools.errors import UsageError, root_cause
+
+
+class Log:
+    """Messages and progress on stderr; ``-q`` keeps errors only, ``-v`` adds details and tracebacks."""
+
+    def __init__(self, verbosity: int = 0) -> None:
+        self.verbosity = verbosity
+
+    def info(self, message: str) -> None:
+        if self.verbosity >= 0:
+            print(message, file=sys.stderr)
+
+    def debug(self, message: str) -> None:
+        if self.verbosity > 0:
+            print(message, file=sys.stderr)
+
+    def error(self, message: str) -> None:
+        print(f"kpx: error: {message}", file=sys.stderr)
+
+    def progress(self, label: str, total: int) -> Progress:
+        return Progress(label, total, enabled=self.verbosity >= 0 and sys.stderr.isatty())
+
+
+class Progress:
+    """A one-line progress bar on a terminal, drawn only once a run has taken over a second."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool) -> None:
+        self.label, self.total, self.enabled = label, max(total, 1), enabled
+        self.done, self.start, self.drawn = 0, time.perf_counter(), False
+
+    def step(self, what: str = "") -> None:
+        self.set(self.done + 1, what)
+
+    def set(self, done: int, what: str = "") -> None:
+        self.done = min(done, self.total)
+        if self.enabled and time.perf_counter() - self.start > 1.0:
+            filled = int(24 * self.done / self.total)
+            bar = "#" * filled + "." * (24 - filled)
+            print(f"\r{self.label} [{bar}] {self.done}/{self.total} {what[:30]:<30}", end="", file=sys.stderr)
+            self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            print("\r" + " " * 80 + "\r", end="", file=sys.stderr)
+
+
+# --- option groups -----------------------------------------------------------------------------------------
+
+
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--input``, ``--dynamic``, ``--weights``: a PyTorch MODEL and its example inputs."""
+    p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
+                   help="example input shape, e.g. heatmaps:1x17x64x48 (repeatable)")  # fmt: skip
+    p.add_argument("--dynamic", action="append", default=[], metavar="NAME:DIMS",
+                   help="dynamic dims: heatmaps:0,2,3 or heatmaps:0=B,2=H,3=W (repeatable)")  # fmt: skip
+    p.add_argument("--weights", help="checkpoint: .pt/.pth (loaded with weights_only=True) or .safetensors")
+
+
+def add_max_input(p: argparse.ArgumentParser) -> None:
+    """``--max-input-mb``: the cap on the inputs kpx generates (checked before allocating)."""
+    from export_tools.parity.inputs import MAX_INPUT_MB
+
+    p.add_argument("--max-input-mb", type=positive, default=MAX_INPUT_MB, metavar="MIB",
+                   help=f"refuse to generate more than this many MiB of inputs (default {MAX_INPUT_MB})")  # fmt: skip
+
+
+def add_input_file_options(p: argparse.ArgumentParser) -> None:
+    """``--inputs``, ``--dim``, ``--seed``: inputs for an ONNX file."""
+    p.add_argument("--inputs", help=".npz with one array per graph input (default: seeded random inputs)")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE", help="size of a symbolic dim")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    """``--providers``, ``--atol``, ``--rtol``, ``--report``: what a parity check runs and how it judges."""
+    from export_tools.runtimes import help_text
+
+    p.add_argument("--providers", default="cpu", help=f"comma-separated runtimes to check ({help_text()})")
+    p.add_argument("--atol", type=non_negative, help="absolute tolerance for every output (default: by dtype)")
+    p.add_argument("--rtol", type=non_negative, help="relative tolerance for every output (default: by dtype)")
+    p.add_argument("--report", help="write the JSON parity report here (refused if it exists, unless --force)")
+
+
+# --- steps ------------------------------------------------------------------------------------------------
+
+
+def parse_runtimes(text: str, flag: str = "--providers", *, available: bool = True) -> list[str]:
+    """A comma-separated list of runtime names from the runtime table; with ``available``, each is checked to
+    be usable here (a missing one is exit 3 with its install command, before any work)."""
+    from export_tools.runtimes import check_available, runtime_names
+
+    names = [p.strip().lower() for p in text.split(",") if p.strip()]
+    bad = [p for p in names if p not in runtime_names()]
+    if bad or not names:
+        raise UsageError(f"{flag} {text!r}: use a comma-separated list of {', '.join(runtime_names())}")
+    for name in names if available else ():
+        check_available(name)
+    return list(dict.fromkeys(names))
+
+
+def model_file(spec: str | None) -> str | None:
+    """The file a ``MODEL`` spec reads (``path/to/file.py:factory``), if any."""
+    if spec and ":" in spec:
+        target = spec.rpartition(":")[0]
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            return target
+    return None
+
+
+def check_report_path(args: argparse.Namespace, inputs: list[str | None]) -> None:
+    """``--report`` follows the rules of every kpx output (:mod:`export_tools.files`)."""
+    if args.report:
+        from export_tools.files import check_output_path
+
+        check_output_path(args.report, overwrite=args.force, inputs=inputs, flag="--report")
+
+
+def write_report(report: Any, args: argparse.Namespace, log: Log) -> None:
+    if not args.report:
+        return
+    from export_tools.files import describe_os_error
+
+    try:
+        report.write_json(args.report, overwrite=args.force)
+    except OSError as exc:
+        raise UsageError(describe_os_error(exc, args.report, "the report")) from None
+    log.info(f"report written to {args.report}")
+
+
+def tolerances(args: argparse.Namespace, outputs: list[str]) -> dict[str, tuple[float, float]] | None:
+    """``--rtol``/``--atol`` for every output (the other one by dtype default), or ``None``: defaults."""
+    if args.rtol is None and args.atol is None:
+        return None
+    from export_tools.parity.compare import DEFAULT_TOLERANCES
+
+    rtol, atol = DEFAULT_TOLERANCES["float32"]
+    rtol = args.rtol if args.rtol is not None else rtol
+    atol = args.atol if args.atol is not None else atol
+    return dict.fromkeys(outputs, (rtol, atol))
+
+
+def read_model(path: str) -> bytes:
+    from export_tools.inspection import load_onnx
+
+    try:
+        return load_onnx(path).SerializeToString()
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def file_inputs(args: argparse.Namespace, model: bytes) -> tuple[Any, dict[str, Any]]:
+    """Inputs for an ONNX file: ``--inputs x.npz``, or seeded random ones sized by ``--dim``."""
+    from export_tools.parity.inputs import load_npz, random_inputs
+
+    if args.inputs:
+        try:
+            return load_npz(args.inputs, model), {"file": args.inputs}
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise UsageError(f"--inputs: {exc}") from None
+    dims = {}
+    for item in args.dim:
+        name, eq, size = item.partition("=")
+        if not eq or not size.isdigit():
+            raise UsageError(f"--dim {item!r} is not NAME=SIZE; e.g. --dim B=4")
+        if name in dims:
+            raise UsageError(f"--dim {name!r} is given twice; give each dim once")
+        dims[name] = int(size)
+    try:
+        feeds = random_inputs(model, dims=dims, seed=args.seed, max_mb=args.max_input_mb)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (CLI: --dim NAME=SIZE, or --inputs file.npz)") from None
+    except MemoryError:
+        raise UsageError("the inputs do not fit in memory; give smaller --dim sizes") from None
+    return feeds, {"seed": args.seed, "dims": dims}
+
+
+def load_pytorch(args: argparse.Namespace, log: Log):
+    """The MODEL spec loaded, with its example inputs: ``(loaded, example, dynamic_shapes, input_names)``."""
+    from export_tools.loading import load_model, make_inputs
+
+    loaded = load_model(args.model, args.weights)
+    example, dynamic, names = make_inputs(loaded, args.input, args.dynamic, max_mb=args.max_input_mb)
+    forward_check(loaded.module, example, names)
+    return loaded, example, dynamic, names
+
+
+def forward_check(module, example: tuple, names: list[str]) -> None:
+    """Runs the model once on the example inputs: it must accept them and return tensors."""
+    import torch
+
+    from export_tools.runtimes import flatten_outputs
+
+    try:
+        with torch.no_grad():
+            outputs = module(*example)
+    except Exception as exc:
+        shapes = ", ".join(f"{n}:{'x'.join(map(str, t.shape))}" for n, t in zip(names, example))
+        raise UsageError(f"the model fails on inputs {shapes} ({type(exc).__name__}: {root_cause(exc)}); pass "
+                         "--input with shapes the model accepts") from None  # fmt: skip
+    if isinstance(outputs, dict):
+        raise UsageError("the model returns a dict; return a tensor or a tuple of tensors (wrap it: "
+                         "`return out['a'], out['b']`) and name them in that order")  # fmt: skip
+    try:
+        flat = flatten_outputs(outputs)
+    except TypeError:
+        flat = []
+    if not flat:
+        raise UsageError(f"the model returns {type(outputs).__name__}; it must return a tensor or a tuple of tensors")
+
+
+def export_model(loaded, example: tuple, dynamic, input_names: list[str], log: Log, **options: Any):
+    """``to_onnx`` with the CLI's errors: a model that cannot be exported is a usage error (exit 2)."""
+    from export_tools.errors import ExportError
+    from export_tools.exporter import to_onnx
+
+    spec = getattr(loaded.module, "spec", None)  # builtin ops: outputs named as in the registry
+    output_names = [o.name for o in spec.outputs] if spec is not None else None
+    try:
+        return to_onnx(loaded.module, example, dynamic_shapes=dynamic, input_names=input_names,
+                       output_names=output_names, **options)  # fmt: skip
+    except ExportError as exc:
+        log.debug(str(exc))
+        raise UsageError(f"export failed: {root_cause(exc)}; change the model or the --dynamic dims") from exc
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from exc

@@ -1,0 +1,66 @@
+"""parity of an ONNX file against PyTorch or float64
+
+The reference is --reference MODEL (a PyTorch model spec) or, by default, a float64 evaluation of the
+ONNX graph itself with onnx.reference. Inputs come from --inputs x.npz or are seeded random values
+sized by --dim.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from export_tools.cli._common import (
+    Log,
+    add_check_options,
+    add_input_file_options,
+    add_max_input,
+    check_report_path,
+    file_inputs,
+    model_file,
+    parse_runtimes,
+    read_model,
+    tolerances,
+    write_report,
+)
+from export_tools.errors import CHECK_FAILED, OK, UsageError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("--reference", metavar="MODEL", help="PyTorch model spec to compare with (default: float64 "
+                   "evaluation of the ONNX graph with onnx.reference)")  # fmt: skip
+    p.add_argument("--weights", help="checkpoint for --reference")
+    add_input_file_options(p)
+    add_max_input(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing --report")
+    add_check_options(p)
+
+
+def run(args: argparse.Namespace, log: Log) -> int:
+    import onnx
+
+    from export_tools.errors import LocalFunctionsUnsupportedError, ModelLoadError
+    from export_tools.parity import check_parity
+
+    check_report_path(args, [args.model, args.inputs, args.weights, model_file(args.reference)])
+    model = read_model(args.model)
+    runtimes = parse_runtimes(args.providers)
+    feeds, meta = file_inputs(args, model)
+    module = None
+    if args.reference:
+        from export_tools.loading import load_model
+
+        module = load_model(args.reference, args.weights).module
+    elif args.weights:
+        raise UsageError("--weights applies to --reference; give the PyTorch model with --reference MODEL")
+    names = [o.name for o in onnx.load_from_string(model).graph.output]
+    against = f"PyTorch {args.reference}" if module is not None else "a float64 onnx.reference evaluation"
+    log.info(f"checking {args.model} on {', '.join(runtimes)} against {against}")
+    try:
+        report = check_parity(module, {"inputs": feeds}, runtimes=runtimes, model=model,
+                              tolerances=tolerances(args, names), input_meta={"inputs": meta})  # fmt: skip
+    except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:  # the file, not the machine
+        raise UsageError(str(exc)) from None
+    print(report.table())
+    write_report(report, args, log)
+    return OK if report.passed else CHECK_FAILED

@@ -1,0 +1,82 @@
+"""export a model to ONNX
+
+MODEL is package.module:factory, path/to/file.py:factory or builtin:<op>. The file is written
+atomically (nothing is left behind on failure); --check then runs the parity harness at the example
+sizes and, where dims are dynamic, at every dynamic dim one larger.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from custom_ops.registry import DEFAULT_OPSET
+from export_tools.cli._common import (
+    Log,
+    add_check_options,
+    add_max_input,
+    add_model_options,
+    check_report_path,
+    export_model,
+    load_pytorch,
+    model_file,
+    parse_runtimes,
+    tolerances,
+    write_report,
+)
+from export_tools.errors import CHECK_FAILED, OK, UsageError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from export_tools.exporter import EMIT_MODES
+
+    p.add_argument("model", metavar="MODEL", help="package.module:factory, path/to/file.py:factory or builtin:<op>")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    add_model_options(p)
+    add_max_input(p)
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default-domain opset (default {DEFAULT_OPSET})")
+    p.add_argument("--emit", choices=EMIT_MODES, default=EMIT_MODES[0],
+                   help="function: kpx nodes with bodies; inline: standard ONNX only")  # fmt: skip
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output (and --report)")
+    p.add_argument("--check", action="store_true", help="run the parity harness right after the export")
+    add_check_options(p)
+
+
+def run(args: argparse.Namespace, log: Log) -> int:
+    from export_tools.errors import LocalFunctionsUnsupportedError, ModelLoadError
+    from export_tools.exporter import save_atomic
+    from export_tools.files import check_output_path, describe_os_error
+    from export_tools.parity import check_parity
+
+    reads = [args.weights, model_file(args.model)]
+    out = check_output_path(args.output, overwrite=args.force, inputs=reads, flag="-o")
+    runtimes = parse_runtimes(args.providers, available=args.check)
+    if args.check:
+        check_report_path(args, [*reads, args.output])
+    progress = log.progress("export", 4 + bool(args.check))
+    loaded, example, dynamic, input_names = load_pytorch(args, log)
+    progress.step("model ready")
+    dtype = {"fp32": None, "fp16": "float16"}[args.dtype]
+    log.debug(f"exporting {loaded.source} with opset {args.opset}, emit={args.emit}, dynamic={dynamic}")
+    proto = export_model(loaded, example, dynamic, input_names, log, opset=args.opset, emit=args.emit, dtype=dtype)
+    progress.step("exported")
+    try:
+        save_atomic(proto, out, overwrite=args.force)
+    except OSError as exc:
+        raise UsageError(describe_os_error(exc, out, "the model")) from None
+    progress.step("written")
+    progress.close()
+    nodes = sum(1 for n in proto.graph.node if n.domain == "kpx")
+    print(f"wrote {out} ({out.stat().st_size} bytes; opset {args.opset}, emit {args.emit}, dtype {args.dtype}, "
+          f"{nodes} kpx node(s))")  # fmt: skip
+    if not args.check:
+        return OK
+    names = [o.name for o in proto.graph.output]
+    try:  # an fp16 file is judged against the float32 model on the same (rounded) numbers
+        report = check_parity(loaded.module, {"example": example}, runtimes=runtimes, model=proto,
+                              tolerances=tolerances(args, names))  # fmt: skip
+    except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:
+        raise UsageError(f"{out} was written, but cannot be checked there: {exc}") from None
+    print(report.table())
+    write_report(report, args, log)
+    return OK if report.passed else CHECK_FAILED

@@ -1,0 +1,126 @@
+"""ONNX graph plumbing shared by the exporter, the lowering, the parity harness and the inspectors.
+
+Walking subgraphs (``If``/``Loop``/``Scan`` bodies), the default opset, kpx nodes, model metadata,
+and the float64 copy of a graph that localisation and the float64 reference evaluate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from custom_ops.registry import DOMAIN
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+#: ONNX element type -> numpy dtype, for the types kpx generates and compares
+NUMPY_TYPES = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.int64, 9: np.bool_}
+_FLOAT_TYPES = (1, 10, 16)  # FLOAT, FLOAT16, BFLOAT16
+
+
+def subgraphs(node) -> list[Any]:
+    """The graphs held by ``node``'s attributes (``If`` branches, ``Loop``/``Scan`` bodies)."""
+    out = []
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            out.append(attr.g)
+        out.extend(attr.graphs)
+    return out
+
+
+def iter_graphs(graph) -> Iterator[Any]:
+    """``graph`` and every graph nested in it, parents first."""
+    yield graph
+    for node in graph.node:
+        for sub in subgraphs(node):
+            yield from iter_graphs(sub)
+
+
+def iter_nodes(graph, where: str | None = None) -> Iterator[Any]:
+    """Every node of ``graph`` and of its subgraphs, each before the nodes of its own subgraphs.
+
+    With ``where`` (a label such as ``"graph"``), yields ``(node, path)`` pairs, the path naming the
+    subgraph a node sits in (``"graph > If cond subgraph"``)."""
+    for node in graph.node:
+        yield node if where is None else (node, where)
+        for sub in subgraphs(node):
+            inner = None if where is None else f"{where} > {node.op_type} {node.name or '?'} subgraph"
+            yield from iter_nodes(sub, inner)
+
+
+def kpx_nodes(model) -> list[Any]:
+    """The ``kpx`` nodes of the main graph (and its subgraphs)."""
+    return [n for n in iter_nodes(model.graph) if n.domain == DOMAIN]
+
+
+def default_opset(model, missing: int | None = None) -> int:
+    """The model's default-domain opset version; ``missing`` (or ``ValueError`` if ``None``) when it has none."""
+    for o in model.opset_import:
+        if o.domain in DEFAULT_DOMAINS:
+            return o.version
+    if missing is None:
+        raise ValueError("the model imports no default-domain opset")
+    return missing
+
+
+def metadata(model) -> dict[str, str]:
+    """``model.metadata_props`` as a dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_metadata(model, props: dict[str, str]) -> None:
+    """Sets (or replaces) ``props`` in ``model.metadata_props``, keeping the others."""
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def promote_to_float64(model):
+    """A copy of an (inlined) ``ModelProto`` that computes every float value in float64.
+
+    Graph inputs and outputs, initializers, ``Constant``/``ConstantOfShape`` values and ``Cast`` targets of
+    float16/bfloat16/float32 become float64 (subgraphs included); value infos are dropped so that shapes
+    and types are inferred again. Raises ``ValueError`` if the graph still holds local functions (inline
+    them first)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if model.functions:
+        raise ValueError("promote_to_float64 needs an inlined model; call onnx.inliner.inline_local_functions first.")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+
+    def tensor64(t):
+        if t.data_type not in _FLOAT_TYPES:
+            return t
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
+
+    for g in iter_graphs(out.graph):
+        for vi in list(g.input) + list(g.output):
+            if vi.type.tensor_type.elem_type in _FLOAT_TYPES:
+                vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+        del g.value_info[:]
+        for i, t in enumerate(g.initializer):
+            g.initializer[i].CopyFrom(tensor64(t))
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR and node.op_type in ("Constant", "ConstantOfShape"):
+                    attr.t.CopyFrom(tensor64(attr.t))
+                elif node.op_type == "Cast" and attr.name == "to" and attr.i in _FLOAT_TYPES:
+                    attr.i = TensorProto.DOUBLE
+            if node.op_type == "Constant":  # value_float(s) would make float32 tensors
+                for attr in list(node.attribute):
+                    if attr.name in ("value_float", "value_floats"):
+                        values = np.asarray(attr.f if attr.name == "value_float" else list(attr.floats), np.float64)
+                        node.attribute.remove(attr)
+                        node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(values)))
+    return out
+
+
+def feeds_to_float64(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Float inputs as float64 (for a :func:`promote_to_float64` graph); others unchanged."""
+    return [np.asarray(f).astype(np.float64) if np.asarray(f).dtype.kind == "f" else np.asarray(f) for f in feeds]
