@@ -39,7 +39,10 @@ def check_output_path(
     path = Path(path)
     for other in inputs:
         if other is not None and _same_file(path, Path(other)):
-            raise UsageError(f"{flag} {str(path)!r} is also an input of this command; write it somewhere else")
+            raise UsageError(
+                f"{flag} {str(path)!r} names a file this command also reads or writes ({str(other)!r}); "
+                "write it somewhere else"
+            )
     if path.is_dir():
         raise UsageError(f"{flag} {str(path)!r} is a directory; give a file name such as {str(path / 'out')!r}")
     if path.exists() and not overwrite:

@@ -300,6 +300,65 @@ BAD_EXPORTS = {
     ),
     "bad opset": (["export", "builtin:spatial_softmax2d", "-o", "x.onnx", "--opset", "9"], "opset"),
     "bad providers": (["export", "builtin:spatial_softmax2d", "-o", "x.onnx", "--providers", "tpu"], "--providers"),
+    # sized before allocating: a refusal naming the limit, not a minute, 5 GB and an overflow traceback
+    "input too large": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x8x20000x20000"],
+        "raise --max-input-mb",
+    ),
+    "input of petabytes": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:100000x8x99999x99999"],
+        "PiB",
+    ),
+    "input beyond int64": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:99999999999999999999x8"],
+        "--max-input-mb",
+    ),
+    "limit lowered": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:1x8x64x64", "--max-input-mb", "0.1"],
+        "0.1 MiB",
+    ),
+    "one dim, two names": (
+        ["export", "head.py:build", "-o", "x.onnx", "--input", "features:2x8x4x4", "--dynamic", "features:0=B,0=H"],
+        "names dim 0 twice",
+    ),
+    "a dim renamed by a second flag": (
+        [
+            "export",
+            "head.py:build",
+            "-o",
+            "x.onnx",
+            "--input",
+            "features:2x8x4x4",
+            "--dynamic",
+            "features:2=H",
+            "--dynamic",
+            "features:2=W",
+        ],
+        "named both 'H' and 'W'",
+    ),
+    "report over the output": (
+        ["export", "builtin:spatial_softmax2d", "-o", "x.onnx", "--check", "--report", "x.onnx"],
+        "also reads or writes",
+    ),
+    "report over the model file": (
+        [
+            "export",
+            "head.py:build",
+            "-o",
+            "x.onnx",
+            "--input",
+            "features:1x8x4x4",
+            "--check",
+            "--report",
+            "head.py",
+            "--force",
+        ],
+        "also reads or writes",
+    ),
+    "output over the weights": (
+        ["export", "head.py:build", "-o", "head.pt", "--input", "features:1x8x4x4", "--weights", "head.pt", "--force"],
+        "also reads or writes",
+    ),
 }
 
 
@@ -312,6 +371,7 @@ def test_bad_export_input_is_one_line_exit_2_and_no_file(capsys, work, case):
     assert len(err.strip().splitlines()) == 1 and err.startswith("kpx: error: ")
     assert "weights_only=False" not in err and "\x1b[" not in err  # no unsafe advice, no terminal escapes
     assert not list(work.rglob("*.onnx")) and not list(work.rglob("*.tmp"))  # no partial file
+    assert (work / "head.py").read_text() == HEAD and (work / "head.pt").stat().st_size > 0  # inputs untouched
 
 
 def test_existing_output_needs_force_and_is_kept(capsys, tmp_path):
@@ -399,6 +459,20 @@ BAD_CHECKS = {
     "unknown dim name": (["check", "{model}", "--dim", "Q=3"], "not symbolic dims"),
     "empty file": (["check", "empty.onnx"], "not a readable ONNX file"),
     "report directory missing": (["check", "{model}", "--report", "no/r.json", "--dim", "B=1"], "--report"),
+    "report over the model": (["check", "{model}", "--report", "{model}", "--force"], "also reads or writes"),
+    "report over the inputs": (
+        ["check", "{model}", "--inputs", "x.npz", "--report", "x.npz", "--force"],
+        "also reads or writes",
+    ),
+    "report exists": (["check", "{model}", "--report", "old.json"], "exists; pass --force"),
+    "a .npy as --inputs": (["check", "{model}", "--inputs", "one.npy"], "holds one array (a .npy file)"),
+    "not an npz": (["check", "{model}", "--inputs", "head.py"], "not a readable .npz file"),
+    "dims too large": (
+        ["check", "{model}", "--dim", "B=100000", "--dim", "N=100", "--dim", "H=512", "--dim", "W=512"],
+        "raise --max-input-mb",
+    ),
+    "dim given twice": (["check", "{model}", "--dim", "B=1", "--dim", "B=2"], "given twice"),
+    "weights without reference": (["check", "{model}", "--weights", "head.pt"], "--weights applies to --reference"),
 }
 
 
@@ -408,9 +482,72 @@ def test_bad_check_input_is_exit_2(capsys, work, exported, case):
     np.savez(work / "rank.npz", input=np.zeros((2, 3, 3), np.float32))
     np.savez(work / "ints.npz", input=np.zeros((1, 2, 3, 3), np.int64))
     (work / "empty.onnx").write_bytes(b"")
+    np.save(work / "one.npy", np.zeros((1, 2, 3, 3), np.float32))
+    np.savez(work / "x.npz", input=np.zeros((1, 2, 3, 3), np.float32))
+    (work / "old.json").write_text("keep")
+    model_bytes = exported.read_bytes()
     argv, message = BAD_CHECKS[case]
     code, out, err = run(capsys, *[a.format(model=exported) for a in argv])
     assert code == 2 and message in err and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert exported.read_bytes() == model_bytes and (work / "old.json").read_text() == "keep"  # nothing overwritten
+
+
+def test_report_follows_the_output_rules(capsys, work, exported):
+    report = work / "r.json"
+    report.write_text("old")
+    dims = ["--dim", "B=1", "--dim", "N=2", "--dim", "H=3", "--dim", "W=3"]
+    assert run(capsys, "check", str(exported), *dims, "--report", str(report))[0] == 2
+    assert report.read_text() == "old"
+    assert run(capsys, "check", str(exported), *dims, "--report", str(report), "--force")[0] == 0
+    assert json.loads(report.read_text())["verdict"] == "pass"
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []  # no temporaries
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_leaves_nothing(work, exported):
+    """A size-limited write (RLIMIT_FSIZE, as a full disk) used to leave a partial JSON."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+        from export_tools.cli import main
+        sys.exit(main(["check", {str(exported)!r}, "--dim", "B=2", "--dim", "N=3", "--dim", "H=5", "--dim", "W=4",
+                       "--report", "r.json"]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=work, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()[-1:]
+    assert line.startswith("kpx: error: cannot write the report 'r.json': File too large")
+    assert not (work / "r.json").exists() and not [p for p in work.iterdir() if p.name.startswith(".r.json")]
+
+
+def test_bench_on_a_model_ort_cannot_load_is_exit_2(capsys, tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Mystery", ["x"], ["y"], domain="acme")  # no body, no kernel: ORT refuses it
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("acme", 1)])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, _, err = run(capsys, "bench", str(path), "--seconds", "0.1", "--providers", "cpu")
+    assert code == 2 and err.startswith("kpx: error: onnxruntime cannot load this model") and len(err.splitlines()) == 1
+
+
+def test_an_internal_error_is_exit_4_and_asks_for_a_report(capsys, monkeypatch):
+    from export_tools.cli import ops
+
+    def broken(args, log):
+        raise KeyError("registry")
+
+    monkeypatch.setattr(ops, "run", broken)
+    code, _, err = run(capsys, "ops")
+    assert code == 4 and "this is a kpx bug, please report it" in err.lower() and "rerun with -v" in err
+    code, _, err = run(capsys, "-v", "ops")
+    assert code == 4 and "Traceback" in err and "KeyError" in err
 
 
 def test_check_with_a_missing_cuda_provider_is_environment_error(capsys, exported):

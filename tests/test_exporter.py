@@ -150,3 +150,80 @@ def test_model_left_in_training_mode_is_restored():
     model = TwoHeads().train()
     to_onnx(model, (torch.randn(1, 3, 4, 4),))
     assert model.training
+
+
+# --- arguments torch.onnx would take silently (or fail on deep inside) -----------------------------------------
+
+X = torch.randn(2, 3, 8, 6)
+BAD_API_CALLS = {
+    "a lambda": (lambda: (lambda x: x, (X,), {}), TypeError, "wrap a function in a module"),
+    "a model name": (lambda: ("model", (X,), {}), TypeError, "load the model first"),
+    "args not a tuple": (lambda: (custom_ops.SpatialSoftmax2d(), {"x": X}, {}), TypeError, "args must be a tuple"),
+    "output_names as a string": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"output_names": "abc"}),
+        TypeError,
+        "list of strings",
+    ),
+    "input_names as a string": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"input_names": "x"}),
+        TypeError,
+        "list of strings",
+    ),
+    "three input names for one input": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"input_names": ["a", "b", "c"]}),
+        ValueError,
+        "3 names for 1 input",
+    ),
+    "two output names for one output": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"output_names": ["p", "q"]}),
+        ValueError,
+        "2 names but the model returns 1",
+    ),
+    "duplicate names": (
+        lambda: (TwoHeads(), (torch.randn(1, 3, 4, 4),), {"output_names": ["a", "a"]}),
+        ValueError,
+        "distinct",
+    ),
+    "one symbol for two sizes": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"dynamic_shapes": ({2: "H", 3: "H"},)}),
+        ValueError,
+        "different example sizes (8 at [0][2], 6 at [0][3])",
+    ),
+    "a symbol that is not a name": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"dynamic_shapes": ({0: "1B"},)}),
+        ValueError,
+        "'1B' is not a valid dim name",
+    ),
+    "a dim that does not exist": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"dynamic_shapes": ({4: "B"},)}),
+        ValueError,
+        "dim 4 does not exist",
+    ),
+    "dynamic_shapes for two inputs, model has one": (
+        lambda: (custom_ops.SpatialSoftmax2d(), (X,), {"dynamic_shapes": ({0: "B"}, {0: "B"})}),
+        ValueError,
+        "2 entries for 1 inputs",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_API_CALLS), ids=lambda c: c.replace(" ", "_"))
+def test_bad_api_arguments_name_the_argument_and_write_nothing(case, tmp_path):
+    make, error, message = BAD_API_CALLS[case]
+    model, args, kwargs = make()
+    with pytest.raises(error) as raised:
+        export(model, args, tmp_path / "m.onnx", **kwargs)
+    assert message in str(raised.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_errors_carry_no_terminal_escapes(monkeypatch):
+    """torch colours parts of its messages; an ExportError is plain text."""
+
+    def coloured(*args, **kwargs):
+        raise RuntimeError("\x1b[31mUnsupported\x1b[0m op \x1b[1maten::foo\x1b[0m")
+
+    monkeypatch.setattr(torch.onnx, "export", coloured)
+    with pytest.raises(ExportError) as raised:
+        to_onnx(custom_ops.SpatialSoftmax2d(), (X,))
+    assert "\x1b" not in str(raised.value) and "Unsupported op aten::foo" in str(raised.value)

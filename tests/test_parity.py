@@ -358,3 +358,65 @@ def test_coordinate_errors_in_pixels():
     assert stats.max_abs == pytest.approx(0.02)
     assert stats.max_abs_px == pytest.approx(0.02 * 63 / 2)  # the y error dominates once scaled
     assert compare_output("xy", expected, actual, 0.0, 1.0).max_abs_px is None
+
+
+# --- arguments -----------------------------------------------------------------------------------------------
+
+_X = torch.randn(2, 3, 6, 5)
+_SOFT = custom_ops.SpatialSoftArgmax2d()
+BAD_PARITY_CALLS = {
+    "a path as the module": (lambda: ("m.onnx", (_X,), {}), TypeError, "pass module=None, model=<path or bytes>"),
+    "no input set": (lambda: (_SOFT, {}, {}), ValueError, "inputs is empty"),
+    "an empty tuple": (lambda: (_SOFT, (), {}), ValueError, "input set 'inputs' is empty"),
+    "inputs not tensors": (lambda: (_SOFT, ([1, 2],), {}), TypeError, "holds list"),
+    "runtimes as a string": (lambda: (_SOFT, (_X,), {"runtimes": "cpu"}), TypeError, "list of names"),
+    "no runtime": (lambda: (_SOFT, (_X,), {"runtimes": []}), ValueError, "runtimes is empty"),
+    "a negative tolerance": (
+        lambda: (_SOFT, (_X,), {"tolerances": {"spatial_soft_argmax2d": (-1e-5, 0.0)}}),
+        ValueError,
+        "finite and >= 0",
+    ),
+    "a tolerance for no output": (
+        lambda: (_SOFT, (_X,), {"tolerances": {"coords": (1e-5, 1e-5)}}),
+        ValueError,
+        "outputs ['coords'] that the model does not have",
+    ),
+    "a tolerance that is not a pair": (
+        lambda: (_SOFT, (_X,), {"tolerances": {"spatial_soft_argmax2d": 1e-5}}),
+        ValueError,
+        "must be (rtol, atol)",
+    ),
+    "truth without a module": (lambda: (None, (_X,), {"model": b"", "truth": True}), ValueError, "truth=True"),
+    "neither module nor model": (lambda: (None, (_X,), {}), ValueError, "needs a module"),
+    "too many inputs for the file": (
+        lambda: (_SOFT, (_X, _X), {"model": to_onnx(_SOFT, (_X,))}),
+        ValueError,
+        "2 tensors; the model has 1 inputs (input)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PARITY_CALLS), ids=lambda c: c.replace(" ", "_"))
+def test_bad_check_parity_arguments_name_the_argument(case):
+    make, error, message = BAD_PARITY_CALLS[case]
+    module, inputs, kwargs = make()
+    with pytest.raises(error) as raised:
+        check_parity(module, inputs, **kwargs)
+    assert message in str(raised.value)
+
+
+def test_check_parity_reads_a_model_path(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx(custom_ops.SpatialSoftArgmax2d(), (_X,)).SerializeToString())
+    assert check_parity(None, (_X,), model=path).passed
+    assert check_parity(custom_ops.SpatialSoftArgmax2d(), (_X,), model=str(path)).passed
+
+
+def test_fp16_file_is_judged_against_the_float32_module_on_rounded_inputs():
+    """float32 inputs with an fp16 file: the runtime gets them rounded to half, PyTorch the same values in float32."""
+    model = custom_ops.SpatialSoftArgmax2d(normalized_coordinates=False)
+    x = torch.randn(2, 3, 8, 6) * 4
+    half = to_onnx(model, (x,), dtype="float16").SerializeToString()
+    report = check_parity(model, (x,), model=half, resized=False)
+    assert report.passed, report.table()
+    assert report.inputs[0]["dtypes"] == ["float16"] and report.cases[0].outputs[0].dtype == "float16"

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
     from export_tools.parity import check_parity
 
     check_report_path(args, [args.model, args.inputs, args.weights, model_file(args.reference)])
+    if args.weights and not args.reference:
+        raise UsageError("--weights applies to --reference; give the PyTorch model with --reference MODEL")
     model = read_model(args.model)
     runtimes = parse_runtimes(args.providers)
     feeds, meta = file_inputs(args, model)
@@ -51,8 +53,6 @@ def run(args: argparse.Namespace, log: Log) -> int:
         from export_tools.loading import load_model
 
         module = load_model(args.reference, args.weights).module
-    elif args.weights:
-        raise UsageError("--weights applies to --reference; give the PyTorch model with --reference MODEL")
     names = [o.name for o in onnx.load_from_string(model).graph.output]
     against = f"PyTorch {args.reference}" if module is not None else "a float64 onnx.reference evaluation"
     log.info(f"checking {args.model} on {', '.join(runtimes)} against {against}")

@@ -235,6 +235,8 @@ def _input_sets(inputs: Any) -> dict[str, tuple[Any, ...]]:
             tensors = (tensors,)
         if not isinstance(name, str) or not isinstance(tensors, Sequence) or isinstance(tensors, str):
             raise TypeError(f"input set {name!r} must be a tuple of tensors, {example}")
+        if not tensors:
+            raise ValueError(f"input set {name!r} is empty; give the model's input tensors, {example}")
         bad = [type(t).__name__ for t in tensors if not isinstance(t, (torch.Tensor, np.ndarray))]
         if bad:
             raise TypeError(f"input set {name!r} holds {', '.join(bad)}; every input must be a tensor or numpy array")

@@ -1,0 +1,110 @@
+"""The runtime table: every runner keeps the contract, and everything that lists runtimes reads the table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import custom_ops
+from export_tools import cli, to_onnx
+from export_tools.errors import RunnerUnavailableError
+from export_tools.runtimes import RUNNERS, Runner, availability, get_runner, make_runner, register_runner
+
+KINDS = list(RUNNERS)
+
+
+@pytest.fixture(scope="module")
+def inline_model() -> tuple[bytes, np.ndarray]:
+    x = torch.randn(2, 3, 6, 5)
+    proto = to_onnx(custom_ops.SpatialSoftArgmax2d(0.5), (x,), emit="inline")
+    return proto.SerializeToString(), x.numpy()
+
+
+def test_the_table_holds_every_runtime_kpx_documents():
+    assert {"cpu", "cuda", "openvino", "ort-mobile", "reference"} <= set(KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_runner_keeps_the_contract(kind, inline_model):
+    cls = get_runner(kind)
+    assert issubclass(cls, Runner) and cls.kind == kind and cls.summary
+    state = availability(kind)
+    if state != "available":
+        assert "fix:" in state or "pip install" in state, state  # the reason names the fix
+        with pytest.raises(RunnerUnavailableError):
+            make_runner(kind, inline_model[0])
+        return
+    model, x = inline_model
+    runner = make_runner(kind, model)
+    (out,) = runner.run([x])
+    expected = custom_ops.spatial_soft_argmax2d(torch.from_numpy(x), 0.5).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    described = runner.describe()
+    assert described["runtime"] == runner.name and len(described) >= 2
+
+
+def test_unknown_runtime_names_the_choices():
+    with pytest.raises(ValueError, match="runtime must be one of 'cpu', 'cuda'"):
+        get_runner("tpu")
+
+
+class _DoublingRunner(Runner):
+    """A runtime added the documented way: one class, registered (here, only for this test)."""
+
+    kind = "doubling-test"
+    summary = "a test runtime that doubles ORT CPU's outputs"
+
+    def __init__(self, model: bytes, **options) -> None:
+        self.name = "doubling"
+        self.inner = make_runner("cpu", model)
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Always available."""
+
+    def run(self, feeds):
+        return [2 * o for o in self.inner.run(feeds)]
+
+    def describe(self):
+        return {"runtime": self.name, "test": "yes"}
+
+
+@pytest.fixture
+def doubling():
+    register_runner(_DoublingRunner)
+    try:
+        yield _DoublingRunner
+    finally:
+        del RUNNERS[_DoublingRunner.kind]
+
+
+def test_a_new_runtime_is_one_class(doubling, capsys, inline_model, tmp_path, monkeypatch):
+    """Registered, it is accepted by check_parity, listed by kpx doctor and the CLI help, and run by kpx check."""
+    from export_tools.doctor import diagnose
+    from export_tools.parity import check_parity
+
+    monkeypatch.setenv("COLUMNS", "1000")
+    model, x = inline_model
+    report = check_parity(custom_ops.SpatialSoftArgmax2d(0.5), (torch.from_numpy(x),), runtimes=["doubling-test"],
+                          model=model, localize=False)  # fmt: skip
+    assert not report.passed and report.cases[0].runtime == "doubling"  # it ran, and its error was seen
+    assert diagnose().runtimes["doubling-test"] == "available"
+    assert cli.main(["check", "--help"]) == 0
+    assert "doubling-test" in capsys.readouterr().out
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model)
+    assert cli.main(["check", str(path), "--providers", "cpu,doubling-test"]) == 1  # ORT passes, doubling fails
+    out = capsys.readouterr().out
+    assert "doubling" in out and "ort-cpu" in out and "verdict: FAIL" in out
+
+
+def test_cli_choices_and_doctor_read_the_table(capsys, monkeypatch):
+    from export_tools.doctor import diagnose
+
+    assert set(diagnose().runtimes) == set(KINDS)
+    monkeypatch.setenv("COLUMNS", "1000")  # no line wrapping inside names
+    assert cli.main(["export", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    for kind in KINDS:
+        assert f"{kind}:" in help_text
