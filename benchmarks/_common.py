@@ -53,15 +53,11 @@ def compare(
 
 
 def ort_session(model_bytes: bytes, threads: int):
-    """An ORT CPU session with ``threads`` intra-op threads and full optimisation."""
-    import onnxruntime as ort
+    """An ORT CPU session with ``threads`` intra-op threads, full optimisation and no thread spinning."""
+    from export_tools.runtimes.ort import NO_SPINNING
+    from export_tools.runtimes.ort import ort_session as make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    return make_session(model_bytes, config=NO_SPINNING, threads=threads)
 
 
 def ort_runner(model_bytes: bytes, threads: int, *arrays) -> Callable[[], object]:

@@ -26,7 +26,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from _common import compare, machine, ort_runner  # noqa: E402
 
 import custom_ops  # noqa: E402
-from export_tools import to_onnx  # noqa: E402
+from export_tools import EMIT_MODES, to_onnx  # noqa: E402
 
 SIZES = [(1, 68, 256, 256, 10), (32, 17, 64, 48, 2), (32, 17, 128, 96, 3), (8, 133, 96, 72, 2)]
 SMALL = (32, 17, 64, 48, 2)  # per-op overhead dominates here: 3x target instead of 1.5x
@@ -87,7 +87,7 @@ def groups(b: int, k: int, h: int, w: int, sigma: float, threads: int) -> list[d
         "floor: fill_(0)": lambda: out.fill_(0),
     }
     ort_rows = {"floor: torch.zeros (ORT group)": lambda: torch.zeros(b, k, h, w)}
-    for emit in ("function", "inline"):
+    for emit in EMIT_MODES:
         proto = to_onnx(Heatmaps((h, w), sigma), (keypoints,), emit=emit, dynamic_shapes=({0: "B", 1: "K"},))
         ort_rows[f"kpx ORT {emit}"] = ort_runner(proto.SerializeToString(), threads, kp_np)
     return [eager, ort_rows]
@@ -123,7 +123,7 @@ def main() -> None:
         verdicts.append(f"{(b, k, h, w, sigma)}: eager {eager_ratio:.2f}x zeros (target {eager_target}x), "
                         f"loop/kpx {loop_speedup:.1f}x (target 10x)")  # fmt: skip
         if (b, k, h, w, sigma) != SMALL:
-            for emit in ("function", "inline"):
+            for emit in EMIT_MODES:
                 ratio = ms[f"kpx ORT {emit}"] / ms["floor: torch.zeros (ORT group)"]
                 verdicts[-1] += f", ORT {emit} {ratio:.2f}x zeros (target 2.5x)"
     print()

@@ -23,7 +23,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from _common import compare, exp_floor_model, machine, ort_runner  # noqa: E402
 
 import custom_ops  # noqa: E402
-from export_tools import to_onnx  # noqa: E402
+from export_tools import EMIT_MODES, to_onnx  # noqa: E402
 
 SIZES = [(1, 68, 64, 64), (32, 17, 64, 48), (32, 17, 128, 96), (64, 133, 64, 48)]
 DYNAMIC = ({0: "B", 1: "N", 2: "H", 3: "W"},)
@@ -58,7 +58,7 @@ def candidates(x: torch.Tensor, threads: int) -> list[dict]:
     rows = {}
     for tag, dyn in (("static", None), ("dynamic", DYNAMIC)):
         rows[f"kornia ORT {tag}"] = ort_runner(export_kornia(x, dyn is not None), threads, xn)
-        for emit in ("function", "inline"):
+        for emit in EMIT_MODES:
             proto = to_onnx(KpxHead(), (x,), emit=emit, dynamic_shapes=dyn)
             rows[f"kpx ORT {emit} {tag}"] = ort_runner(proto.SerializeToString(), threads, xn)
     rows["floor: ORT Exp"] = ort_runner(exp_floor_model(tuple(x.shape)), threads, xn)

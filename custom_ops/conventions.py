@@ -1,4 +1,4 @@
-"""Coordinate conventions shared by every op (SPEC.md, "Coordinate conventions").
+"""Coordinate conventions shared by every op (docs/spec.md, "Coordinate conventions").
 
 | mode                                   | coordinate of column ``i`` on an axis of size ``n`` |
 |----------------------------------------|------------------------------------------------------|

@@ -23,7 +23,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import custom_ops
-from export_tools import export, kpx_nodes
+from custom_ops.registry import DEFAULT_OPSET
+from export_tools import EMIT_MODES, export, kpx_nodes
 
 TOLERANCE = 1e-5
 
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Export a DSNT keypoint head with kpx and check parity on ORT.")
     parser.add_argument("--keypoints", type=int, default=17)
     parser.add_argument("--out", type=Path, default=None, help="output .onnx (default: a temporary file)")
-    parser.add_argument("--emit", choices=["function", "inline"], default="function")
-    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--emit", choices=EMIT_MODES, default=EMIT_MODES[0])
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)

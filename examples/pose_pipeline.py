@@ -33,7 +33,7 @@ limits the sub-pixel accuracy:
   (``w / W``) would shrink every keypoint towards the box corner by 11/12 in x and 15/16 in y.
 
 Joints stay >= 2.2 heatmap px from the heatmap edges (``MARGIN``; the person fills the middle of the box,
-as after mmpose's 1.25 box padding). This matters for DARK: kpx blurs with reflect-101 borders (SPEC.md),
+as after mmpose's 1.25 box padding). This matters for DARK: kpx blurs with reflect-101 borders (docs/spec.md),
 where a peak's mirror image merges with it and pulls the refined keypoint towards the edge, with sigma 1 and
 ``blur_kernel=5`` by up to 0.8 heatmap px for a peak 1 to 1.5 px from the edge, 0.1 px at 2 px and nothing
 from 2.5 px on (mmpose's zero padding biases the other way, by at most 0.12 px). The round trip printed
@@ -67,7 +67,8 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import custom_ops
-from export_tools import export, kpx_nodes
+from custom_ops.registry import DEFAULT_OPSET
+from export_tools import EMIT_MODES, export, kpx_nodes
 
 FRAME = (720, 1280)  # H, W of the image frame the boxes and the ground truth live in
 INPUT = (64, 48)  # H, W of the network input (the warped crop)
@@ -206,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run: 100 steps, 64 evaluation samples")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--eval-samples", type=int, default=256)
-    parser.add_argument("--emit", choices=["function", "inline", "both"], default="function")
-    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--emit", choices=[*EMIT_MODES, "both"], default=EMIT_MODES[0])
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument("--out", type=Path, default=None, help="output .onnx (default: a temporary file)")
     parser.add_argument("--threads", type=int, default=1, help="torch and ORT CPU threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.log_severity_level = 3
-    emits = ["function", "inline"] if args.emit == "both" else [args.emit]
+    emits = list(EMIT_MODES) if args.emit == "both" else [args.emit]
     worst, worst_scores, deployed = 0.0, 0.0, []
     with tempfile.TemporaryDirectory() as tmp:
         base = args.out or Path(tmp) / "pose_pipeline.onnx"

@@ -1,4 +1,4 @@
-"""Pixel <-> normalized mapping against the SPEC.md convention table, written out literally."""
+"""Pixel <-> normalized mapping against the docs/spec.md convention table, written out literally."""
 
 from __future__ import annotations
 

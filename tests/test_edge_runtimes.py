@@ -39,13 +39,13 @@ from export_tools.parity import (
 OPS = [pytest.param(spec.name, id=spec.name) for spec in list_ops()]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
-#: ``(op, adversarial input)`` where OpenVINO departs from SPEC.md, with what it does instead. Each is an
+#: ``(op, adversarial input)`` where OpenVINO departs from docs/spec.md, with what it does instead. Each is an
 #: ``xfail(strict=True)``: when an OpenVINO release fixes it, the test fails and the entry must go.
 OPENVINO_DEVIATIONS = {
     ("spatial_softmax2d", "nan_channel"): (
         "OpenVINO 2026.4.1 CPU (AVX2) Softmax with a NaN in the row returns NaN at the NaN's position (and at a "
         "few more positions that depend on the SIMD lanes, e.g. row of 35 with NaN at 24 -> NaN at 7, 15, 23, 24, "
-        "31) and exactly 0 elsewhere; ONNX, ORT and PyTorch give NaN in the whole row, as SPEC.md requires. "
+        "31) and exactly 0 elsewhere; ONNX, ORT and PyTorch give NaN in the whole row, as docs/spec.md requires. "
         "Other channels are unchanged; ops that reduce the softmax (soft-argmax) still give NaN coordinates."
     ),
 }
@@ -134,7 +134,7 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize(("op", "case"), ADVERSARIAL)
 def test_openvino_adversarial_inputs_follow_the_spec(openvino, op, case):
-    """SPEC.md's bad inputs: the same values and the same NaN/Inf places as PyTorch."""
+    """docs/spec.md's bad inputs: the same values and the same NaN/Inf places as PyTorch."""
     report = _openvino_adversarial(op)
     (found,) = [c for c in report.cases if c.inputs == case]
     assert found.passed, f"{op} / {case} on OpenVINO:\n" + report.table()
@@ -211,7 +211,7 @@ def test_ort_format_matches_pytorch(onnxruntime, op, emit):
 
 @pytest.mark.parametrize("op", [p for p in OPS if get_op(p.values[0]).adversarial])
 def test_ort_format_adversarial_suite(onnxruntime, op):
-    """SPEC.md's bad inputs through the ``.ort`` conversion of the function export."""
+    """docs/spec.md's bad inputs through the ``.ort`` conversion of the function export."""
     model, _ = _traced(op, "fp32")
     onnx_bytes = _export(op, "function")
     inputs = get_op(op).adversarial()

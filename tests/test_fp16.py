@@ -1,4 +1,4 @@
-"""Half-precision exports: kpx ops compute in float32 inside and return half (SPEC.md, "Common rules").
+"""Half-precision exports: kpx ops compute in float32 inside and return half (docs/spec.md, "Common rules").
 
 ``export(..., dtype="float16")`` gives a model with float16 inputs and outputs. Each kpx body casts its
 half inputs to float32 first and its results back to half last, so an fp16 model on ORT CPU must
@@ -7,7 +7,7 @@ rounding to half: 2^-11 = 4.9e-4 relative. The registry's float16 tolerances say
 holds (and why gaussian_heatmaps' is wider).
 
 Inputs are rounded to half before the reference sees them, so the comparison measures the op, not
-the input's quantisation. Bad inputs (SPEC.md's table, each op's ``adversarial()`` suite) must keep
+the input's quantisation. Bad inputs (docs/spec.md's table, each op's ``adversarial()`` suite) must keep
 their fp32 behaviour in fp16: same NaN and Inf pattern as the reference, no NaN where it has none.
 A finite input beyond the half range is clamped to +-65504, the half form of "huge".
 

@@ -3,7 +3,7 @@
 ``heatmaps (B, K, H, W)`` -> ``keypoints (B, K, 2)`` as ``(x, y)`` in heatmap pixels (column, row) and
 ``scores (B, K)``, the maximum of each channel.
 
-Definition (SPEC.md):
+Definition (docs/spec.md):
 
 - Argmax over the ``H*W`` values of each channel, ties to the first index in row-major order (the
   smallest row, then the smallest column). NaN values are ignored (treated as ``-inf``). A channel whose
@@ -30,7 +30,7 @@ Definition (SPEC.md):
   negative definite (``dxx < 0`` and ``det > 0``); it is clamped to ``[-1, 1]`` px per axis.
   Reference implementations differ in details that kpx fixes as above: DARK's ``taylor`` and mmpose's
   ``refine_keypoints_dark`` take the second derivatives over two pixels (``(L[x+2] - 2 L[x] + L[x-2]) / 4``,
-  needing two neighbours each side), zero-pad the map before blurring (kpx: reflect-101, as SPEC.md
+  needing two neighbours each side), zero-pad the map before blurring (kpx: reflect-101, as docs/spec.md
   says), use OpenCV's fixed kernels for ``k <= 7`` (kpx: always the sigma formula), and step without the
   definiteness test or the clamp. On a blurred Gaussian peak the log-map is close to a quadratic, so both
   stencils give nearly the same step: on sigma-2 targets with sub-pixel centres (k = 11) they differ by
@@ -366,13 +366,13 @@ def build_function(kpx, op):
 
 
 def _peaks(batch: int, keys: int, size: tuple[int, int], sigma: float, seed: int) -> Tensor:
-    """Gaussian heatmaps (subpixel centres on the map) plus a little non-negative noise."""
-    from custom_ops.ops.gaussian_heatmaps import gaussian_heatmaps
-
+    """Gaussian peaks (subpixel centres on the map, peak 1) plus a little non-negative noise."""
     g = torch.Generator().manual_seed(seed)
     height, width = size
     centres = torch.rand(batch, keys, 2, generator=g) * torch.tensor([width - 1.0, height - 1.0])
-    maps, _ = gaussian_heatmaps(centres, size, sigma, subpixel=True)
+    dx = torch.arange(width) - centres[..., 0, None, None]  # (B, K, 1, W)
+    dy = torch.arange(height)[:, None] - centres[..., 1, None, None]  # (B, K, H, 1)
+    maps = torch.exp(-(dx**2 + dy**2) / (2 * sigma**2))
     return maps + 0.01 * torch.rand(maps.shape, generator=g)
 
 
@@ -389,7 +389,7 @@ def samples() -> list[Sample]:
 
 
 def adversarial() -> dict[str, tuple]:
-    """SPEC.md's bad inputs for heatmaps ``(B, K, H, W)`` (all four dims dynamic in the export sample)."""
+    """docs/spec.md's bad inputs for heatmaps ``(B, K, H, W)`` (all four dims dynamic in the export sample)."""
     x = _peaks(2, 3, (9, 7), 1.5, seed=8)
     ties = torch.zeros(2, 3, 9, 7)
     ties[:, :, 2, 5] = ties[:, :, 4, 1] = ties[:, :, 4, 3] = 1.0  # first in row-major order: (5, 2)

@@ -3,7 +3,7 @@
 ``keypoints (B, K, 2)`` or ``(B, I, K, 2)`` (instances, merged by element-wise
 max), ``size = (H, W)``, ``sigma`` -> ``heatmaps (B, K, H, W)``, ``weights (B, K)``.
 
-Definition (SPEC.md): centre ``c = floor(p + 0.5)`` per axis; the Gaussian is
+Definition (docs/spec.md): centre ``c = floor(p + 0.5)`` per axis; the Gaussian is
 centred at ``c`` (or at ``p`` itself with ``subpixel=True``, UDP) and is
 non-zero only in the square window ``|u - cx| <= truncate*sigma``,
 ``|v - cy| <= truncate*sigma``; peak value 1. With integer ``3*sigma`` this is
@@ -378,7 +378,7 @@ def samples() -> list[Sample]:
 
 
 def adversarial() -> dict[str, tuple]:
-    """SPEC.md's bad inputs for ``keypoints (B, K, 2)`` and ``visibility (B, K)`` (B, K dynamic in the export)."""
+    """docs/spec.md's bad inputs for ``keypoints (B, K, 2)`` and ``visibility (B, K)`` (B, K dynamic in the export)."""
     kp = torch.tensor([[[3.0, 4.0], [-100.0, 5.0], [5.0, 1e30], [float("nan"), 2.0], [float("inf"), 2.0], [8.0, 8.0]]])
     vis = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
     return {

@@ -209,7 +209,7 @@ def samples() -> list[Sample]:
 
 
 def adversarial() -> dict[str, tuple]:
-    """SPEC.md's bad inputs for ``keypoints (B, K, 2)``, ``boxes (B, 4)`` (B, K dynamic in the export sample)."""
+    """docs/spec.md's bad inputs for ``keypoints (B, K, 2)``, ``boxes (B, 4)`` (B, K dynamic in the export sample)."""
     kp = torch.tensor([[[3.0, 4.0], [float("nan"), 2.0], [float("inf"), 1.0], [-2.0, 20.0]]])
     boxes = torch.tensor([[10.0, 20.0, 0.0, 1e6]])  # zero width, huge height
     return {

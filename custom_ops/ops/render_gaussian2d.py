@@ -10,7 +10,7 @@ the grid underflows renders as zeros, never NaN (safe division in float32).
 Decisions: ``std`` is a standard deviation (kornia's docstring; kornia < 0.8.3
 divided by ``std`` instead of ``std**2``). Unlike kornia 0.9, which normalises each
 axis with a softmax so that a far-off Gaussian still lights the nearest edge,
-kpx follows SPEC.md: underflowed mass renders as zeros. ``size`` is static
+kpx follows docs/spec.md: underflowed mass renders as zeros. ``size`` is static
 (an attribute of the ONNX node). ``mean`` and ``std`` are in the chosen
 coordinate convention (normalized units span the map, as in kornia).
 """
@@ -169,7 +169,7 @@ def samples() -> list[Sample]:
 
 
 def adversarial() -> dict[str, tuple]:
-    """SPEC.md's bad inputs for ``mean (B, K, 2)``, ``std (B, K, 2)`` (B and K dynamic in the export)."""
+    """docs/spec.md's bad inputs for ``mean (B, K, 2)``, ``std (B, K, 2)`` (B and K dynamic in the export)."""
     mean = torch.tensor([[[0.0, 0.0], [30.0, -30.0], [float("nan"), 0.2]]])
     std = torch.tensor([[[0.2, 0.2], [0.1, 0.1], [0.3, 0.3]]])
     return {

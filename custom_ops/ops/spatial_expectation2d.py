@@ -113,7 +113,7 @@ def samples() -> list[Sample]:
 
 
 def adversarial() -> dict[str, tuple]:
-    """SPEC.md's bad inputs for probability maps ``(B, N, H, W)`` (all four dims dynamic in the export)."""
+    """docs/spec.md's bad inputs for probability maps ``(B, N, H, W)`` (all four dims dynamic in the export)."""
     peaked = torch.zeros(2, 3, 5, 7)
     peaked[:, :, 4, 6] = 1.0
     nan = torch.full((2, 3, 5, 7), 1.0 / 35)

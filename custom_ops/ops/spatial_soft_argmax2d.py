@@ -3,7 +3,7 @@
 ``input (B, N, H, W)`` -> ``(B, N, 2)``; equal to
 ``spatial_expectation2d(spatial_softmax2d(input, ...), ...)`` but exported as
 ONE ``kpx`` node whose body is Softmax + one MatMul with an ``(H*W, 2)``
-coordinate grid (the fastest stock ORT form measured, DESIGN.md). Eager mode
+coordinate grid (the fastest stock ORT form measured, docs/design.md). Eager mode
 runs ``torch.softmax`` + ``F.linear`` on blocks of rows (channels) of about
 2 MiB, so each block's probabilities are still in cache when they are summed:
 the full ``(B, N, H*W)`` softmax is never materialised (measured 2-3x faster

@@ -2,7 +2,7 @@
 
 ``input (B, N, H, W)`` -> ``(B, N, H, W)``.
 
-Temperature convention (decided, SPEC.md): ``temperature_mode="multiply"`` is
+Temperature convention (decided, docs/spec.md): ``temperature_mode="multiply"`` is
 ``softmax(input * temperature)`` (kornia <= 0.8, mmpose's ``beta``);
 ``"divide"`` is ``softmax(input / temperature)`` (kornia 0.9). The ONNX node
 carries the mode as the int attribute ``temperature_divide`` (0 or 1).

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
     from export_tools.errors import LocalFunctionsUnsupportedError, ModelLoadError
     from export_tools.exporter import save_atomic
     from export_tools.files import check_output_path, describe_os_error
+    from export_tools.graph import kpx_nodes
     from export_tools.parity import check_parity
 
     reads = [args.weights, model_file(args.model)]
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
         raise UsageError(describe_os_error(exc, out, "the model")) from None
     progress.step("written")
     progress.close()
-    nodes = sum(1 for n in proto.graph.node if n.domain == "kpx")
+    nodes = len(kpx_nodes(proto))
     print(f"wrote {out} ({out.stat().st_size} bytes; opset {args.opset}, emit {args.emit}, dtype {args.dtype}, "
           f"{nodes} kpx node(s))")  # fmt: skip
     if not args.check:
