@@ -7,7 +7,7 @@
 | :class:`OpsetConversionError` | an op has no form at the requested opset | 2 |
 | :class:`ModelLoadError` | ONNX Runtime CPU refuses the file itself | 2 |
 | :class:`LocalFunctionsUnsupportedError` | the runtime reads no ONNX functions: re-export inline | 2 |
-| :class:`RunFailedError` | a runtime loaded the model but failed while running it | 1 |
+| :class:`RunFailedError` | a runtime crashed, hung, ran out of memory or raised on the model | 1 |
 | :class:`RunnerUnavailableError` | a requested runtime or package is missing here (fix: install) | 3 |
 | anything else | a kpx bug: "please report it", traceback with ``-v`` | 4 |
 
@@ -43,7 +43,22 @@ class ModelLoadError(KpxError, ValueError):
 
 
 class RunFailedError(KpxError, RuntimeError):
-    """A runtime loaded the model but failed while running it (a finding about the file on that runtime)."""
+    """A runtime crashed, hung, ran out of memory or raised while loading or running a model: a finding about
+    the file on that runtime, which the parity harness reports as a failed case (exit 1), not a bug."""
+
+    def __init__(self, runtime: str, phase: str, what: str, version: str = "", detail: str = "") -> None:
+        self.runtime, self.phase, self.what, self.version, self.detail = runtime, phase, what, version, detail
+        text = f"{runtime} {what} during {phase}" + (f" ({version})" if version else "")
+        super().__init__(text + (f": {detail}" if detail else ""))
+
+    def as_dict(self) -> dict[str, str]:
+        return {"runtime": self.runtime, "phase": self.phase, "what": self.what, "version": self.version,
+                "detail": self.detail}  # fmt: skip
+
+    @property
+    def crashed(self) -> bool:
+        """The process died by a signal (not a time or memory limit): worth retrying with safer options."""
+        return self.what.startswith("crashed")
 
 
 class RunnerUnavailableError(KpxError, RuntimeError):

@@ -32,6 +32,7 @@ from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
 from export_tools.errors import ExportError, OpsetConversionError, strip_ansi
 from export_tools.files import write_atomic
 from export_tools.graph import default_opset, kpx_nodes, set_metadata
+from export_tools.traps import check_heatmap_sizes, check_materialised, name_kpx_outputs, unwrap_model
 
 EMIT_MODES = ("function", "inline")
 """``function``: one ``kpx`` node per op call with its body attached; ``inline``: standard ONNX only."""
@@ -109,12 +110,14 @@ _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def check_export_args(
     model: Any, args: Any, dynamic_shapes: Any, input_names: Any, output_names: Any
-) -> tuple[Any, ...]:
-    """Validates what :func:`trace` is given, before any work; returns ``args`` as a tuple.
+) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    """Validates what :func:`trace` is given, before any work; returns the model to export (unwrapped from
+    ``DataParallel``/``DistributedDataParallel``/``torch.compile``, with a warning) and ``args`` as a tuple.
 
     Raises ``TypeError``/``ValueError`` naming the argument and the fix for what torch.onnx would accept
     silently and get wrong (a string of names read character by character, more names than inputs, a
-    symbolic dim shared by dims of different example sizes, a symbol that is not a name)."""
+    symbolic dim shared by dims of different example sizes, a symbol that is not a name, parameters on the
+    meta device)."""
     if not isinstance(model, torch.nn.Module):
         hint = (
             " (a path or model name: load the model first)"
@@ -122,6 +125,10 @@ def check_export_args(
             else "; wrap a function in a module: class M(torch.nn.Module): def forward(self, x): return f(x)"
         )
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}{hint}")  # fmt: skip
+    model, note = unwrap_model(model)
+    if note:
+        warnings.warn(note, stacklevel=3)
+    check_materialised(model)
     if isinstance(args, torch.Tensor):
         args = (args,)
     elif isinstance(args, list):
@@ -157,7 +164,7 @@ def check_export_args(
                     raise ValueError(f"dynamic_shapes: {symbol!r} names dims of different example sizes ({first[0]} "
                                      f"at {first[1]}, {size} at {where}[{dim}]); one name is one size: rename one "
                                      "or give the example inputs equal sizes")  # fmt: skip
-    return args
+    return model, args
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -245,7 +252,7 @@ def trace(
     """
     check_opset(opset)
     dtype = resolve_dtype(dtype)
-    args = check_export_args(model, args, dynamic_shapes, input_names, output_names)
+    model, args = check_export_args(model, args, dynamic_shapes, input_names, output_names)
     if dtype is not None:
         model = copy.deepcopy(model).to(dtype)  # never convert the caller's model in place
     args = _cast_args(args, dtype)
@@ -263,7 +270,10 @@ def trace(
     finally:
         model.train(was_training)
     proto = program.model_proto
-    if output_names is not None and len(output_names) != len(proto.graph.output):
+    check_heatmap_sizes(proto)
+    if output_names is None:
+        name_kpx_outputs(proto)
+    elif len(output_names) != len(proto.graph.output):
         raise ValueError(f"output_names has {len(output_names)} names but the model returns "
                          f"{len(proto.graph.output)} outputs; give one name per output")  # fmt: skip
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
@@ -299,7 +309,15 @@ def finalize(raw, *, opset: int, emit: str = "function"):
         proto = inline_functions(proto)
     if opset < EXPORT_OPSET:
         lower_ir_version(proto)  # IR 8 (inline) or 9 (function defaults), readable by older runtimes
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        text = " ".join(strip_ansi(str(exc)).split())[:400]
+        hint = ""
+        if "bfloat16" in text:
+            hint = (f"; ONNX (opset {opset}) defines no bfloat16 form of that op: export in float16 or float32 "
+                    "(bfloat16 works where every op takes it, e.g. the kpx ops on their own)")  # fmt: skip
+        raise ExportError(f"the exported graph fails the ONNX checker: {text}{hint}") from exc
     return proto
 
 

@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from custom_ops.registry import DOMAIN
-
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 #: ONNX element type -> numpy dtype, for the types kpx generates and compares
@@ -52,6 +50,8 @@ def iter_nodes(graph, where: str | None = None) -> Iterator[Any]:
 
 def kpx_nodes(model) -> list[Any]:
     """The ``kpx`` nodes of the main graph (and its subgraphs)."""
+    from custom_ops.registry import DOMAIN  # imported here: runtime workers load this module without torch
+
     return [n for n in iter_nodes(model.graph) if n.domain == DOMAIN]
 
 

@@ -21,6 +21,7 @@ import torch
 
 from export_tools.errors import RunnerUnavailableError, UsageError, one_line
 from export_tools.parity.inputs import MAX_INPUT_MB, check_input_size
+from export_tools.traps import unwrap_model
 
 
 @dataclass
@@ -34,6 +35,8 @@ class LoadedModel:
     source: str = ""
     #: forward parameters with a default: inputs only when ``--input`` names them
     optional: tuple[str, ...] = ()
+    #: what loading changed, for the user (e.g. the module taken out of a DataParallel wrapper)
+    note: str | None = None
 
 
 def load_model(spec: str, weights: str | None = None) -> LoadedModel:
@@ -61,10 +64,11 @@ def load_model(spec: str, weights: str | None = None) -> LoadedModel:
         ) from None
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"factory {spec!r} returned {type(module).__name__}; it must return a torch.nn.Module")
+    module, note = unwrap_model(module)
     if weights:
         load_weights(module, weights)
     names, optional = _forward_names(module)
-    return LoadedModel(module.eval(), names, source=spec, optional=optional)
+    return LoadedModel(module.eval(), names, source=spec, optional=optional, note=note)
 
 
 def _builtin(name: str) -> LoadedModel:

@@ -172,7 +172,7 @@ def test_export_factory_with_weights_dynamic_dims_and_check(capsys, work):
     dims = [d.dim_param or d.dim_value for d in onnx.load("h.onnx").graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["B", 8, "H", "W"]
     report = json.loads(Path("r.json").read_text())
-    assert report["schema"] == "kpx.parity/1" and report["verdict"] == "pass"
+    assert report["schema"] == "kpx.parity/2" and report["verdict"] == "pass"
 
 
 def test_export_loads_the_weights(capsys, work):
@@ -707,3 +707,22 @@ def test_console_script_exports_and_checks_with_no_progress_bar_when_piped(tmp_p
     assert "verdict: PASS" in done.stdout and "\r" not in done.stderr and "[#" not in done.stderr
     inspect = subprocess.run(["kpx", "inspect", "m.onnx", "--json"], capture_output=True, text=True, cwd=tmp_path)
     assert json.loads(inspect.stdout)["kpx"]["form"] == "function"
+
+
+def test_a_closed_pipe_is_a_quiet_end():
+    """`kpx ops --json | head -c 10`: the reader goes away; no 'kpx: error: BrokenPipeError'."""
+    proc = subprocess.Popen([sys.executable, "-m", "export_tools", "ops", "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # before kpx writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_a_data_parallel_model_is_exported_from_the_inside_with_a_note(capsys, work):
+    (work / "dp.py").write_text(
+        "import torch\nimport head\n\ndef build():\n    return torch.nn.DataParallel(head.build())\n"
+    )
+    code, out, err = run(capsys, "export", "dp.py:build", "-o", "dp.onnx", "--input", "features:2x8x6x5",
+                         "--dynamic", "features:0=B", "--check")  # fmt: skip
+    assert code == 0 and "verdict: PASS" in out
+    assert "note: exporting the Head inside DataParallel" in err

@@ -71,3 +71,11 @@ def test_pose_pipeline_example_short_run(capsys, tmp_path):
         assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     assert {n.op_type for n in function.graph.node if n.domain == "kpx"} == {"DecodeHeatmaps", "HeatmapToImage"}
     assert not [n for n in inline.graph.node if n.domain == "kpx"]
+
+
+def test_vit_pose_example_survives_the_onnx_runtime_crash(capsys):
+    pytest.importorskip("onnxruntime")
+    module = runpy.run_path(str(ROOT / "examples" / "vit_pose.py"), run_name="kpx_example")
+    assert module["main"]([]) == 0
+    out = capsys.readouterr().out
+    assert "verdict:" in out and "ort-cpu" in out

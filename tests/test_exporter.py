@@ -227,3 +227,77 @@ def test_export_errors_carry_no_terminal_escapes(monkeypatch):
     with pytest.raises(ExportError) as raised:
         to_onnx(custom_ops.SpatialSoftmax2d(), (X,))
     assert "\x1b" not in str(raised.value) and "Unsupported op aten::foo" in str(raised.value)
+
+
+# --- traps real models walk into ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrap", ["DataParallel", "compile", "both"])
+def test_wrapped_models_export_the_module_inside(wrap):
+    """DataParallel used to give a file 0.34 off eager PyTorch; compiled modules lose nothing either."""
+    inner = TwoHeads().eval()
+    wrapped = {
+        "DataParallel": lambda m: torch.nn.DataParallel(m),
+        "compile": lambda m: torch.compile(m),
+        "both": lambda m: torch.compile(torch.nn.DataParallel(m)),
+    }[wrap](inner)
+    x = torch.randn(2, 3, 8, 6)
+    with pytest.warns(UserWarning, match="exporting the TwoHeads inside"):
+        proto = to_onnx(wrapped, (x,), dynamic_shapes=({0: "B"},))
+    session = ort_session(proto)
+    for feed in (x, torch.randn(5, 3, 8, 6)):
+        for got, want in zip(run_ort(session, feed), inner(feed)):
+            np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_meta_device_model_is_refused_with_the_fix(tmp_path):
+    with torch.device("meta"):
+        model = TwoHeads()
+    with pytest.raises(ValueError, match=r"meta device .* model.to_empty"):
+        export(model, (torch.randn(1, 3, 4, 4),), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+class _TopDown(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Conv2d(3, 5, 3, stride=4, padding=1)
+        self.decode = custom_ops.DecodeHeatmaps()
+        self.to_image = custom_ops.HeatmapToImage((16, 12))
+
+    def forward(self, images, boxes):
+        keypoints, scores = self.decode(self.net(images))
+        return self.to_image(keypoints, boxes), scores
+
+
+def test_a_heatmap_size_that_would_go_stale_is_refused():
+    x, boxes = torch.randn(2, 3, 64, 48), torch.rand(2, 4) * 100
+    proto = to_onnx(_TopDown(), (x, boxes), dynamic_shapes=({0: "B"}, {0: "B"}))  # batch only: fine
+    assert [o.name for o in proto.graph.output] == ["heatmap_to_image", "scores"]  # named after kpx outputs
+    with pytest.raises(ExportError, match=r"fixed heatmap_size \(16, 12\).*dynamic size"):
+        to_onnx(_TopDown(), (x, boxes), dynamic_shapes=({0: "B", 2: "H", 3: "W"}, {0: "B"}))
+
+
+def test_tuple_outputs_of_kpx_ops_are_named_after_them_unless_named():
+    heads = custom_ops.DecodeHeatmaps()
+    x = torch.rand(2, 17, 16, 12)
+    assert [o.name for o in to_onnx(heads, (x,)).graph.output] == ["keypoints", "scores"]
+    named = to_onnx(heads, (x,), output_names=["kp", "sc"])
+    assert [o.name for o in named.graph.output] == ["kp", "sc"]
+
+    class Twice(torch.nn.Module):
+        def forward(self, a, b):
+            return (*custom_ops.decode_heatmaps(a), *custom_ops.decode_heatmaps(b))
+
+    proto = to_onnx(Twice(), (x, x.clone()))
+    assert [o.name for o in proto.graph.output] == ["keypoints", "scores", "keypoints_1", "scores_1"]
+    outs = run_ort(ort_session(proto), x, x * 2)
+    np.testing.assert_allclose(outs[2], custom_ops.decode_heatmaps(x * 2)[0].numpy())
+
+
+def test_bfloat16_conv_is_a_clear_export_error_and_kpx_ops_export_in_bfloat16():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), custom_ops.SpatialSoftArgmax2d())
+    with pytest.raises(ExportError, match=r"node_conv2d.*no bfloat16 form of that op: export in float16"):
+        to_onnx(model, (torch.randn(2, 3, 16, 16),), dtype="bfloat16")
+    proto = to_onnx(custom_ops.SpatialSoftArgmax2d(), (torch.randn(2, 3, 16, 16),), dtype="bfloat16")
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16

@@ -420,3 +420,100 @@ def test_fp16_file_is_judged_against_the_float32_module_on_rounded_inputs():
     report = check_parity(model, (x,), model=half, resized=False)
     assert report.passed, report.table()
     assert report.inputs[0]["dtypes"] == ["float16"] and report.cases[0].outputs[0].dtype == "float16"
+
+
+# --- the float64 reference at the sizes people deploy ------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(64, 48), (256, 192)])
+@pytest.mark.parametrize("refine", ["none", "quarter", "dark"])
+def test_float64_reference_runs_decode_heatmaps_at_real_sizes(size, refine):
+    """onnx.reference's GatherElements used numpy.choose (at most 64 choices): every DecodeHeatmaps file with
+    maps of 8x8 or more failed. The float64 evaluation now agrees with PyTorch in float64."""
+    from export_tools.runtimes import ReferenceRunner
+
+    x = torch.rand(2, 17, *size, generator=torch.Generator().manual_seed(0))
+    model = custom_ops.DecodeHeatmaps(refine=refine)
+    proto = to_onnx(model, (x,), dynamic_shapes=({0: "B", 1: "K", 2: "H", 3: "W"},)).SerializeToString()
+    keypoints, scores = ReferenceRunner(proto, float64=True).run([x.numpy()])
+    expected = model(x.double())
+    # float64 throughout; DARK's blur kernel is stored as float32 constants, and its Newton step divides by
+    # a Hessian: measured 1.5e-6 px at 256x192
+    np.testing.assert_allclose(keypoints, expected[0].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(scores, expected[1].numpy())
+
+
+def test_replacement_gather_elements_equals_onnx_s_own_where_it_runs():
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    from export_tools.runtimes.reference import evaluator
+
+    rng = np.random.default_rng(0)
+    for axis, shape in [(0, (5, 4)), (1, (3, 6)), (-1, (2, 3, 7)), (2, (2, 3, 7))]:
+        data = rng.standard_normal(shape).astype(np.float32)
+        n = shape[axis]
+        indices = rng.integers(-n, n, size=shape).astype(np.int64)  # negative indices count from the end
+        node = helper.make_node("GatherElements", ["d", "i"], ["y"], axis=axis)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("d", TensorProto.FLOAT, shape),
+                                                helper.make_tensor_value_info("i", TensorProto.INT64, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        ours = evaluator(model).run(None, {"d": data, "i": indices})[0]
+        theirs = ReferenceEvaluator(model).run(None, {"d": data, "i": indices})[0]
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_kpx_check_of_a_decode_file_at_real_size_against_float64(tmp_path, capsys):
+    from export_tools import cli
+
+    path = tmp_path / "decode.onnx"
+    assert cli.main(["export", "builtin:decode_heatmaps", "-o", str(path)]) == 0
+    code = cli.main(["check", str(path), "--dim", "B=2", "--dim", "K=17", "--dim", "H=64", "--dim", "W=48"])
+    out = capsys.readouterr().out
+    assert code == 0 and "onnx-ref-float64" in out and "verdict: PASS" in out
+
+
+def test_fp16_argmax_flips_are_a_localised_fail_not_a_crash(tmp_path, capsys):
+    """An fp16 export on near-flat maps flips the hard argmax: exit 1 with the table and the localisation
+    (it used to end in 'ValueError: Need at least 0 and at most 64 array objects', exit 2)."""
+    from export_tools import cli
+
+    (tmp_path / "flat.py").write_text(
+        "import torch, custom_ops\n\nclass Head(torch.nn.Module):  # a conv head whose maps are nearly flat\n"
+        "    def __init__(self):\n        super().__init__()\n        torch.manual_seed(0)\n"
+        "        self.conv = torch.nn.Conv2d(8, 17, 1)\n        torch.nn.init.constant_(self.conv.bias, 1.0)\n"
+        "        self.conv.weight.data *= 1e-3\n        self.decode = custom_ops.DecodeHeatmaps(refine='dark')\n"
+        "    def forward(self, features):\n        return self.decode(self.conv(features))\n\n"
+        "def build():\n    return Head()\n"
+    )
+    code = cli.main(["export", f"{tmp_path / 'flat.py'}:build", "-o", str(tmp_path / "f.onnx"), "--input",
+                     "features:2x8x64x48", "--dtype", "fp16", "--check"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1 and "verdict: FAIL" in out, out
+    assert "first diverging node" in out or "localisation unavailable" in out
+
+
+def test_localisation_that_fails_leaves_the_table_and_the_verdict(monkeypatch):
+    import export_tools.parity as parity
+
+    def broken(*args, **kwargs):
+        raise ValueError("Need at least 0 and at most 64 array objects.")
+
+    monkeypatch.setattr(parity, "first_divergence", broken)
+    x = torch.tensor([[1.0, float("nan"), 3.0, 2.0], [0.0, 1.0, 2.0, 3.0]])
+    report = check_parity(TorchArgmax(), (x,), model=_argmax_model(), resized=False)
+    assert not report.passed
+    assert report.cases[0].localisation.startswith("localisation unavailable: ValueError: Need at least 0")
+    assert "localisation unavailable" in report.table() and "verdict: FAIL" in report.table()
+
+
+def test_check_parity_restores_the_modules_training_mode():
+    model = custom_ops.SpatialSoftArgmax2d().train()
+    check_parity(model, (_X,), resized=False, isolate=False)
+    assert model.training
+
+
+def test_a_list_of_input_tuples_is_refused_with_the_fix():
+    with pytest.raises(TypeError, match=r"list of 2 input tuples; name the sets in a dict"):
+        check_parity(_SOFT, [(_X,), (_X,)])

@@ -9,7 +9,7 @@ import torch
 import custom_ops
 from export_tools import cli, to_onnx
 from export_tools.errors import RunnerUnavailableError
-from export_tools.runtimes import RUNNERS, Runner, availability, get_runner, make_runner, register_runner
+from export_tools.runtimes import RUNNERS, Runner, availability, get_runner, make_runner
 
 KINDS = list(RUNNERS)
 
@@ -49,34 +49,19 @@ def test_unknown_runtime_names_the_choices():
         get_runner("tpu")
 
 
-class _DoublingRunner(Runner):
-    """A runtime added the documented way: one class, registered (here, only for this test)."""
-
-    kind = "doubling-test"
-    summary = "a test runtime that doubles ORT CPU's outputs"
-
-    def __init__(self, model: bytes, **options) -> None:
-        self.name = "doubling"
-        self.inner = make_runner("cpu", model)
-
-    @classmethod
-    def check_available(cls) -> None:
-        """Always available."""
-
-    def run(self, feeds):
-        return [2 * o for o in self.inner.run(feeds)]
-
-    def describe(self):
-        return {"runtime": self.name, "test": "yes"}
-
-
 @pytest.fixture
 def doubling():
-    register_runner(_DoublingRunner)
+    """tests/runtimes_for_tests.py registers its runtimes on import (worker processes import it too); the
+    table is restored after the test."""
+    from tests import runtimes_for_tests
+
+    for cls in runtimes_for_tests.TEST_RUNNERS:
+        RUNNERS.setdefault(cls.kind, cls)
     try:
-        yield _DoublingRunner
+        yield runtimes_for_tests.DoublingRunner
     finally:
-        del RUNNERS[_DoublingRunner.kind]
+        for cls in runtimes_for_tests.TEST_RUNNERS:
+            RUNNERS.pop(cls.kind, None)
 
 
 def test_a_new_runtime_is_one_class(doubling, capsys, inline_model, tmp_path, monkeypatch):

@@ -12,6 +12,8 @@ One module per subcommand (its parser and its run side by side): :mod:`.ops`, :m
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from export_tools.cli import bench, check, doctor, export, inspect, ops
@@ -20,6 +22,7 @@ from export_tools.errors import (
     CHECK_FAILED,
     ENVIRONMENT,
     INTERNAL,
+    OK,
     USAGE,
     ExportError,
     LocalFunctionsUnsupportedError,
@@ -87,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (`kpx ops | head`): a normal end, said nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush does not fail again
+        return OK
     except Exception as exc:  # anything unmapped is a bug in kpx, not the user's mistake
         if args.verbose:
             import traceback

@@ -106,6 +106,32 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--atol", type=non_negative, help="absolute tolerance for every output (default: by dtype)")
     p.add_argument("--rtol", type=non_negative, help="relative tolerance for every output (default: by dtype)")
     p.add_argument("--report", help="write the JSON parity report here (refused if it exists, unless --force)")
+    from export_tools.runtimes.isolation import DEFAULT_TIMEOUT
+    from export_tools.runtimes.ort import OPTIMIZATION_LEVELS
+
+    p.add_argument("--optimization-level", choices=OPTIMIZATION_LEVELS,
+                   help="ONNX Runtime graph optimisation level (default: ORT's, all); after a crash the check "
+                        "retries at the lower levels by itself")  # fmt: skip
+    p.add_argument(
+        "--timeout",
+        type=positive,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"a runtime that takes longer to load or run is stopped and reported (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument("--memory-limit-mb", type=positive, metavar="MIB",
+                   help="address-space limit of each runtime's worker; beyond it the runtime is reported as out of "
+                        "memory (not with CUDA, which reserves address space)")  # fmt: skip
+    p.add_argument(
+        "--in-process", action="store_true", help="run the runtimes in this process (no worker: a crash ends kpx)"
+    )
+
+
+def parity_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``check_parity`` keywords from the check options: isolation, limits and ORT's optimisation level."""
+    level = {"optimization_level": args.optimization_level} if args.optimization_level else {}
+    return {"isolate": not args.in_process, "timeout": args.timeout, "memory_limit_mb": args.memory_limit_mb,
+            "runtime_options": {"cpu": level, "cuda": level} if level else None}  # fmt: skip
 
 
 # --- steps ------------------------------------------------------------------------------------------------
@@ -206,6 +232,8 @@ def load_pytorch(args: argparse.Namespace, log: Log):
     from export_tools.loading import load_model, make_inputs
 
     loaded = load_model(args.model, args.weights)
+    if loaded.note:
+        log.info(f"note: {loaded.note}")
     example, dynamic, names = make_inputs(loaded, args.input, args.dynamic, max_mb=args.max_input_mb)
     forward_check(loaded.module, example, names)
     return loaded, example, dynamic, names
@@ -215,7 +243,7 @@ def forward_check(module, example: tuple, names: list[str]) -> None:
     """Runs the model once on the example inputs: it must accept them and return tensors."""
     import torch
 
-    from export_tools.runtimes import flatten_outputs
+    from export_tools.parity import flatten_outputs
 
     try:
         with torch.no_grad():

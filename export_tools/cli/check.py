@@ -17,6 +17,7 @@ from export_tools.cli._common import (
     check_report_path,
     file_inputs,
     model_file,
+    parity_options,
     parse_runtimes,
     read_model,
     tolerances,
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
     against = f"PyTorch {args.reference}" if module is not None else "a float64 onnx.reference evaluation"
     log.info(f"checking {args.model} on {', '.join(runtimes)} against {against}")
     try:
-        report = check_parity(module, {"inputs": feeds}, runtimes=runtimes, model=model,
-                              tolerances=tolerances(args, names), input_meta={"inputs": meta})  # fmt: skip
+        report = check_parity(module, {"inputs": feeds}, runtimes=runtimes, model=model, input_meta={"inputs": meta},
+                              tolerances=tolerances(args, names), **parity_options(args))  # fmt: skip
     except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:  # the file, not the machine
         raise UsageError(str(exc)) from None
     print(report.table())

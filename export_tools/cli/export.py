@@ -19,6 +19,7 @@ from export_tools.cli._common import (
     export_model,
     load_pytorch,
     model_file,
+    parity_options,
     parse_runtimes,
     tolerances,
     write_report,
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
     names = [o.name for o in proto.graph.output]
     try:  # an fp16 file is judged against the float32 model on the same (rounded) numbers
         report = check_parity(loaded.module, {"example": example}, runtimes=runtimes, model=proto,
-                              tolerances=tolerances(args, names))  # fmt: skip
+                              tolerances=tolerances(args, names), **parity_options(args))  # fmt: skip
     except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:
         raise UsageError(f"{out} was written, but cannot be checked there: {exc}") from None
     print(report.table())

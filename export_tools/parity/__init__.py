@@ -26,7 +26,9 @@ from export_tools.errors import (
 )
 from export_tools.parity.compare import OutputStats, compare_output, tolerance_for
 from export_tools.parity.inputs import input_specs, load_npz, random_inputs
+from export_tools.parity.lanes import Lane
 from export_tools.parity.localize import Divergence, first_divergence
+from export_tools.parity.pytorch import TorchRunner, flatten_outputs
 from export_tools.parity.report import SCHEMA, Case, ParityReport
 from export_tools.runtimes import (
     OPENVINO_READS_LOCAL_FUNCTIONS,
@@ -34,9 +36,7 @@ from export_tools.runtimes import (
     OrtFormatRunner,
     OrtRunner,
     ReferenceRunner,
-    TorchRunner,
     get_runner,
-    make_runner,
     runtime_names,
 )
 
@@ -58,6 +58,7 @@ __all__ = [
     "check_parity",
     "compare_output",
     "first_divergence",
+    "flatten_outputs",
     "input_specs",
     "load_npz",
     "random_inputs",
@@ -81,6 +82,10 @@ def check_parity(
     truth: bool = False,
     pixels_per_unit: Mapping[str, tuple[float, float]] | None = None,
     resized: bool = True,
+    isolate: bool = True,
+    timeout: float | None = None,
+    memory_limit_mb: float | None = None,
+    runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ParityReport:
     """Exports ``module`` (unless ``model`` is given) and compares every runtime with PyTorch.
 
@@ -105,6 +110,12 @@ def check_parity(
         pixels_per_unit: ``{output_name: (sx, sy)}`` for coordinate outputs: errors also in pixels.
         resized: with a PyTorch module and a graph with symbolic dims, also check an input set with every
             symbolic dim one larger than in the first set (a size baked into the graph shows there).
+        isolate: run each runtime in a worker process (default), so that a crash, a hang past ``timeout``
+            seconds (default 600 per load or run) or an allocation beyond ``memory_limit_mb`` becomes a failed
+            case (``Case.failure``) while the other runtimes still report. A runtime that *crashed* is
+            retried with its safer options (ONNX Runtime: lower graph optimisation levels), and both results
+            are reported. ``isolate=False`` runs them in this process.
+        runtime_options: options per runtime name, e.g. ``{"cpu": {"optimization_level": "extended"}}``.
 
     Each input is fed to the runtimes in the graph input's dtype (float32 values are rounded to a
     float16 input, as a user of an fp16 file would feed them). PyTorch gets the same rounded values in
@@ -119,7 +130,7 @@ def check_parity(
     sets = _input_sets(inputs)
     runtimes = _names(runtimes, "runtimes")
     for kind in runtimes:
-        get_runner(kind)
+        get_runner(kind).check_available()  # before any work: a missing runtime names its fix
     dtype = resolve_dtype(dtype)
     if module is None and model is None:
         raise ValueError("check_parity needs a module, or model=... to judge against its own float64 evaluation")
@@ -143,9 +154,13 @@ def check_parity(
         sets = {**sets, **_resized_set(module, data, specs, next(iter(sets.values())), report)}
 
     reference = ReferenceRunner(data, float64=True) if module is None else TorchRunner(module)
-    runners = [make_runner(kind, data) for kind in runtimes]
     truth_runner = TorchRunner(module, float64=True) if truth else None
-    report.runtimes = [r.describe() for r in [reference, truth_runner, *runners] if r is not None]
+    isolation = {"timeout": timeout, "memory_limit_mb": memory_limit_mb} if isolate else None
+
+    def record(set_name: str, runtime: str, failure: RunFailedError) -> None:
+        report.cases.append(Case(set_name, runtime, reference.name, [], failure=failure.as_dict()))
+
+    lanes = [Lane(kind, data, (runtime_options or {}).get(kind, {}), isolation, record) for kind in runtimes]
     for set_name, tensors in sets.items():
         given = [_numpy(t) for t in tensors]
         feeds = [_cast_float(a, dt) for a, (_, dt, _) in zip(given, specs)]  # in the graph's input dtypes
@@ -153,7 +168,10 @@ def check_parity(
         report.inputs.append({"name": set_name, "shapes": [list(f.shape) for f in feeds],
                               "dtypes": [str(f.dtype) for f in feeds], **meta})  # fmt: skip
         # PyTorch gets the runtimes' (possibly rounded) values back in the dtypes it was given
-        expected = _run(reference, [_cast_float(f, a.dtype) for f, a in zip(feeds, given)], set_name)
+        expected = _reference_outputs(reference, [_cast_float(f, a.dtype) for f, a in zip(feeds, given)], set_name,
+                                      record)  # fmt: skip
+        if expected is None:
+            continue
 
         def compare(against: list, actual: list, runtime: str) -> list[OutputStats]:
             if len(actual) != len(names):
@@ -168,16 +186,25 @@ def check_parity(
             return stats
 
         if truth_runner is not None:
-            exact = _run(truth_runner, feeds, set_name)
+            exact = truth_runner.run(feeds)
             report.cases.append(Case(set_name, reference.name, truth_runner.name, compare(exact, expected, "torch")))
-        for runner in runners:
-            actual = _run(runner, feeds, set_name)
+        for lane in lanes:
+            actual = lane.run(feeds, set_name)
+            if actual is None:  # the runtime failed on this set: recorded
+                continue
             if truth_runner is not None:
-                report.cases.append(Case(set_name, runner.name, truth_runner.name, compare(exact, actual, runner.name)))
-            case = Case(set_name, runner.name, reference.name, compare(expected, actual, runner.name))
-            if localize and not case.passed and runner.kind != "reference":
-                case.divergence = first_divergence(data, feeds, runner.kind)
+                report.cases.append(Case(set_name, lane.name, truth_runner.name, compare(exact, actual, lane.name)))
+            case = Case(set_name, lane.name, reference.name, compare(expected, actual, lane.name))
+            if localize and not case.passed and lane.kind != "reference":
+                try:
+                    case.divergence = first_divergence(data, feeds, lane.kind, open_runner=lane.opener())
+                except Exception as exc:  # the verdict stands; only the explanation is missing
+                    case.localisation = f"localisation unavailable: {type(exc).__name__}: {one_line(exc)[:200]}"
             report.cases.append(case)
+    report.runtimes = [r.describe() for r in (reference, truth_runner) if r is not None]
+    report.runtimes += [lane.description or {"runtime": lane.name, "failed": "never loaded"} for lane in lanes]
+    for lane in lanes:
+        lane.close()
     return report
 
 
@@ -189,19 +216,23 @@ def assert_parity(module: torch.nn.Module, inputs: Any, **kwargs: Any) -> Parity
     return report
 
 
-def _run(runner: Any, feeds: list[np.ndarray], set_name: str) -> list[np.ndarray]:
-    """``runner.run(feeds)``; a failure of the runtime itself becomes :class:`RunFailedError` naming it."""
+def _reference_outputs(reference: Any, feeds: list[np.ndarray], set_name: str, record: Any) -> list | None:
+    """The reference's outputs for one set, or ``None`` (recorded as a failed case) when the ONNX reference fails.
+
+    A PyTorch module that does not take the file's inputs is the caller's mistake: a :class:`UsageError`."""
     try:
-        return runner.run(feeds)
+        return reference.run(feeds)
     except KpxError:
         raise
-    except Exception as exc:  # runtimes raise their own types
-        if isinstance(runner, TorchRunner):  # the reference model does not take the file's inputs
+    except Exception as exc:
+        if isinstance(reference, TorchRunner):
             raise UsageError(
                 f"the PyTorch model fails on input set {set_name!r} ({type(exc).__name__}: "
                 f"{one_line(exc)[:300]}); compare a model with the file exported from it"
             ) from exc
-        raise RunFailedError(f"{runner.name} failed on input set {set_name!r}: {one_line(exc)[:300]}") from exc
+        record(set_name, reference.name, RunFailedError(reference.name, "run", f"raised {type(exc).__name__}",
+                                                        detail=one_line(exc)[:300]))  # fmt: skip
+        return None
 
 
 # --- argument checks and input preparation -----------------------------------------------------------------
@@ -223,6 +254,9 @@ def _input_sets(inputs: Any) -> dict[str, tuple[Any, ...]]:
     if isinstance(inputs, Mapping):
         sets = dict(inputs)
     elif isinstance(inputs, Sequence) and not isinstance(inputs, str):
+        if inputs and all(isinstance(t, (tuple, list)) for t in inputs):
+            raise TypeError(f"inputs is a list of {len(inputs)} input tuples; name the sets in a dict, e.g. "
+                            "{'a': (x,), 'b': (y,)}, or pass one tuple of the model's input tensors")  # fmt: skip
         sets = {"inputs": tuple(inputs)}
     else:
         raise TypeError(f"inputs must be a tuple of tensors or a dict of named tuples, {example}; got "

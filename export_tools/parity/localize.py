@@ -14,8 +14,9 @@ only graphs where the runtime disagrees with another float32 implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,17 +59,19 @@ def first_divergence(
     runtime: str = "cpu",
     *,
     tolerances: dict[str, tuple[float, float]] | None = None,
+    open_runner: Callable[[bytes], Any] | None = None,
 ) -> Divergence | None:
     """Runs the inlined ``model`` with every intermediate exposed on ``runtime`` (a name from the runtime table)
     and a float64 copy of it on the reference evaluator; returns the first diverging node, or ``None`` if every
     value agrees.
 
-    ``tolerances`` overrides :data:`LOCALIZE_TOLERANCES` by dtype name."""
+    ``tolerances`` overrides :data:`LOCALIZE_TOLERANCES` by dtype name; ``open_runner(model_bytes)`` opens the
+    exposed graph on the runtime (default: ``make_runner(runtime, ...)`` in this process)."""
     import onnx
     import onnx.inliner
-    from onnx.reference import ReferenceEvaluator
 
     from export_tools.runtimes import make_runner
+    from export_tools.runtimes.reference import evaluator
 
     table = {**LOCALIZE_TOLERANCES, **(tolerances or {})}
     inlined = onnx.inliner.inline_local_functions(onnx.load_from_string(model))
@@ -77,11 +80,15 @@ def first_divergence(
     known = {o.name for o in exposed.graph.output}
     values = [out for node in inlined.graph.node for out in node.output if out]
     exposed.graph.output.extend(onnx.helper.make_empty_tensor_value_info(v) for v in values if v not in known)
-    runner = make_runner(runtime, exposed.SerializeToString())
+    runner = (open_runner or (lambda model: make_runner(runtime, model)))(exposed.SerializeToString())
     names = [o.name for o in exposed.graph.output]
-    actual = dict(zip(names, runner.run(feeds), strict=True))
+    try:
+        actual = dict(zip(names, runner.run(feeds), strict=True))
+    finally:
+        if hasattr(runner, "close"):
+            runner.close()
     inputs = [i.name for i in inlined.graph.input]
-    expected = ReferenceEvaluator(promote_to_float64(inlined)).run(
+    expected = evaluator(promote_to_float64(inlined)).run(
         None, dict(zip(inputs, feeds_to_float64(feeds), strict=True)), intermediate=True
     )
     for index, node in enumerate(inlined.graph.node):

@@ -11,7 +11,9 @@ from typing import Any
 
 from export_tools.parity.compare import OutputStats
 
-SCHEMA = "kpx.parity/1"
+SCHEMA = "kpx.parity/2"
+"""Version 2 added ``Case.failure`` (a runtime that crashed, hung or ran out of memory), ``Case.localisation``
+(why a failed case could not be localised) and the report's ``notes``."""
 
 
 @dataclass
@@ -23,10 +25,14 @@ class Case:
     reference: str
     outputs: list[OutputStats]
     divergence: Any = None  # a localize.Divergence when the case failed and was localised
+    #: the runtime (or reference) crashed, hung, ran out of memory or raised: ``RunFailedError.as_dict()``
+    failure: dict[str, str] | None = None
+    #: why a failed case has no divergence ("localisation unavailable: ...")
+    localisation: str | None = None
 
     @property
     def passed(self) -> bool:
-        return all(o.passed for o in self.outputs)
+        return self.failure is None and all(o.passed for o in self.outputs)
 
 
 @dataclass
@@ -66,6 +72,8 @@ class ParityReport:
             "passed": case.passed,
             "outputs": [o.as_dict() for o in case.outputs],
             "divergence": case.divergence.as_dict() if case.divergence else None,
+            "failure": case.failure,
+            "localisation": case.localisation,
         }
 
     def write_json(self, path: str | Path, *, overwrite: bool = True) -> Path:
@@ -78,20 +86,27 @@ class ParityReport:
     def table(self) -> str:
         """One line per (input set, runtime, output)."""
         head = (
-            f"{'inputs':<24} {'runtime':<16} {'vs':<16} {'output':<22} {'max abs':>9} {'max rel':>9} "
+            f"{'inputs':<24} {'runtime':<20} {'vs':<16} {'output':<22} {'max abs':>9} {'max rel':>9} "
             f"{'p99 abs':>9} {'max px':>8} nan/inf  ok"
         )
         lines = [head, "-" * len(head)]
         for case in self.cases:
+            if case.failure is not None:
+                f = case.failure
+                what = f"FAILED: {f['what']} during {f['phase']}" + (f" ({f['version']})" if f["version"] else "")
+                lines.append(f"{case.inputs[:24]:<24} {case.runtime[:20]:<20} {case.reference[:16]:<16} {what}")
+                if f["detail"]:
+                    lines.append(f"{'':<24} {'':<20} {'':<16}   {f['detail'][:160]}")
             for o in case.outputs:
                 pattern = ("=" if o.nan_pattern_equal else "!") + ("=" if o.inf_pattern_equal else "!")
                 px = f"{o.max_abs_px:>8.1e}" if o.max_abs_px is not None else f"{'-':>8}"
                 lines.append(
-                    f"{case.inputs[:24]:<24} {case.runtime[:16]:<16} {case.reference[:16]:<16} {o.name[:22]:<22} "
+                    f"{case.inputs[:24]:<24} {case.runtime[:20]:<20} {case.reference[:16]:<16} {o.name[:22]:<22} "
                     f"{o.max_abs:>9.2e} {o.max_rel:>9.2e} {o.p99_abs:>9.2e} {px} {pattern:^7}  "
                     f"{'yes' if o.passed else 'NO'}"
                 )
         lines += [f"{c.inputs} on {c.runtime}: {c.divergence}" for c in self.cases if c.divergence]
+        lines += [f"{c.inputs} on {c.runtime}: {c.localisation}" for c in self.cases if c.localisation]
         lines += [f"note: {n}" for n in self.notes]
         lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'} ({len(self.cases)} cases)")
         return "\n".join(lines)

@@ -25,7 +25,6 @@ from export_tools.runtimes.base import (
 from export_tools.runtimes.openvino import OPENVINO_READS_LOCAL_FUNCTIONS, OpenVinoRunner
 from export_tools.runtimes.ort import OrtCudaRunner, OrtRunner, ort_session
 from export_tools.runtimes.ort_mobile import OrtFormatRunner
-from export_tools.runtimes.pytorch import TorchRunner, flatten_outputs
 from export_tools.runtimes.reference import ReferenceRunner
 
 __all__ = [
@@ -37,10 +36,8 @@ __all__ = [
     "OrtRunner",
     "ReferenceRunner",
     "Runner",
-    "TorchRunner",
     "availability",
     "check_available",
-    "flatten_outputs",
     "get_runner",
     "help_text",
     "make_runner",

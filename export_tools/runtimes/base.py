@@ -8,7 +8,9 @@ A runner runs one ONNX model on one runtime. Every runner class declares:
 - ``check_available()``: a cheap check (no model) that raises :class:`RunnerUnavailableError` with the
   install hint when the runtime cannot be used here;
 - ``run(feeds)``: inputs in the graph's input order -> outputs in the graph's output order (numpy);
-- ``describe()``: versions and settings for reports.
+- ``describe()``: versions and settings for reports; ``label(options)``: the name of its rows in reports;
+- ``fallback_options(options)``: safer options to retry with after a crash (ONNX Runtime: its lower graph
+  optimisation levels), used by the parity harness.
 
 Runners are constructed with the model bytes and keyword options they understand (``benchmark=True``
 asks for the runtime's latency settings). The CLI choices and help, ``kpx doctor``, ``kpx bench`` and
@@ -39,6 +41,17 @@ class Runner(ABC):
     @abstractmethod
     def check_available(cls) -> None:
         """Raises :class:`RunnerUnavailableError` naming the fix unless this runtime can be used here."""
+
+    @classmethod
+    def label(cls, options: dict[str, Any]) -> str:
+        """The name of this runtime's rows in reports for ``options`` (known before loading: a crash at load
+        is reported under it)."""
+        return options.get("name") or cls.kind
+
+    @classmethod
+    def fallback_options(cls, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """Safer options to retry with, in order, after this runtime *crashed* with ``options`` (default none)."""
+        return []
 
     @abstractmethod
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:

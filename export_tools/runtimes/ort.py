@@ -101,7 +101,7 @@ class OrtRunner(Runner):
         self.provider = provider or self.provider
         if self.provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {sorted(PROVIDERS)}; got {self.provider!r}")
-        self.name = name or f"ort-{self.provider}"
+        self.name = name or self.label({"optimization_level": optimization_level, "provider": self.provider})
         self.optimization_level = optimization_level
         get_ort_runner(self.provider).check_available()
         wanted = PROVIDERS[self.provider]
@@ -121,6 +121,21 @@ class OrtRunner(Runner):
     @classmethod
     def check_available(cls) -> None:
         import_ort()
+
+    @classmethod
+    def label(cls, options: dict[str, Any]) -> str:
+        """``ort-cpu``, or ``ort-cpu[extended]`` at a lower optimisation level than ORT's default."""
+        level = options.get("optimization_level")
+        suffix = "" if level in (None, "all") else f"[{level}]"
+        return options.get("name") or f"ort-{options.get('provider') or cls.provider}{suffix}"
+
+    @classmethod
+    def fallback_options(cls, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The lower graph optimisation levels, one by one (ORT 1.32 segfaults loading some fp16 transformer
+        exports at ``all`` and runs them at ``extended``)."""
+        level = options.get("optimization_level") or "all"
+        lower = OPTIMIZATION_LEVELS[: OPTIMIZATION_LEVELS.index(level)][::-1]
+        return [{**options, "optimization_level": lvl} for lvl in lower]
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         return run_session(self.session, feeds)

@@ -1,13 +1,41 @@
-"""``onnx.reference``: the ONNX project's own numpy implementation of every op (slow; for small inputs)."""
+"""``onnx.reference``: the ONNX project's own numpy implementation of every op (slow, but exact in float64).
+
+kpx replaces the evaluator's kernels that cannot run at the sizes people deploy (through its ``new_ops``
+hook): ``GatherElements`` uses ``numpy.choose``, limited to 64 choices, so every ``DecodeHeatmaps`` file
+with maps of 8x8 or more failed. The replacement is ``numpy.take_along_axis``, the same gather by
+definition (tests compare both where the original runs, and kpx files at 64x48 and 256x192 against
+PyTorch in float64).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from export_tools.graph import feeds_to_float64, promote_to_float64
 from export_tools.runtimes.base import Runner, register_runner
+
+
+def reference_kernels() -> list[type]:
+    """The ``onnx.reference`` kernels kpx replaces (pass as ``new_ops``)."""
+    from onnx.reference.op_run import OpRun
+
+    class GatherElements(OpRun):
+        op_domain = ""
+
+        def _run(self, data, indices, axis=None):
+            return (np.take_along_axis(data, indices.astype(np.int64), axis=0 if axis is None else axis),)
+
+    return [GatherElements]
+
+
+def evaluator(proto: Any, **kwargs: Any):
+    """An ``onnx.reference.ReferenceEvaluator`` with kpx's replacement kernels."""
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(proto, new_ops=reference_kernels(), **kwargs)
 
 
 @register_runner
@@ -18,12 +46,11 @@ class ReferenceRunner(Runner):
     is at hand; see :func:`export_tools.graph.promote_to_float64`)."""
 
     kind = "reference"
-    summary = "onnx.reference, the ONNX project's numpy evaluator (slow; small inputs)"
+    summary = "onnx.reference, the ONNX project's numpy evaluator (slow)"
 
     def __init__(self, model: bytes, *, name: str = "", float64: bool = False, benchmark: bool = False) -> None:
         import onnx
         import onnx.inliner
-        from onnx.reference import ReferenceEvaluator
 
         self.float64 = float64
         self.name = name or ("onnx-ref-float64" if float64 else "onnx-reference")
@@ -31,7 +58,7 @@ class ReferenceRunner(Runner):
         if float64:
             proto = promote_to_float64(onnx.inliner.inline_local_functions(proto))
         self._inputs = [i.name for i in proto.graph.input]
-        self._evaluator = ReferenceEvaluator(proto)
+        self._evaluator = evaluator(proto)
 
     @classmethod
     def check_available(cls) -> None:

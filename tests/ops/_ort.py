@@ -1,7 +1,9 @@
 """Export a tiny module with ``export_tools.to_onnx`` and run it on ONNX Runtime CPU.
 
 Exports cost about a second each, so tests build one :class:`OrtModel` per
-module-scoped fixture (with dynamic dims) and feed it many inputs.
+module-scoped fixture (with dynamic dims) and feed it many inputs. A model that is
+already exported (one trace finalized in both emit modes) loads with
+:meth:`OrtModel.from_proto`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,18 @@ class OrtModel:
         dtype: Any = None,
         emit: str = "function",
     ):
-        self.proto = to_onnx(module, args, dynamic_shapes=dynamic_shapes, emit=emit, dtype=dtype)
-        self.session = ort_session(self.proto)
+        self._load(to_onnx(module, args, dynamic_shapes=dynamic_shapes, emit=emit, dtype=dtype))
+
+    @classmethod
+    def from_proto(cls, proto) -> OrtModel:
+        """An ORT CPU session for an exported ``onnx.ModelProto``."""
+        model = cls.__new__(cls)
+        model._load(proto)
+        return model
+
+    def _load(self, proto) -> None:
+        self.proto = proto
+        self.session = ort_session(proto)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -1,4 +1,9 @@
-"""gaussian_heatmaps against SPEC.md: the classic MSRA/HRNet window copy, the float64 formula, bad input, ONNX."""
+"""gaussian_heatmaps against docs/spec.md: the classic MSRA/HRNet window copy, the float64 formula, bad input, ONNX.
+
+The generic contract (module twin, dtypes, half precision rounded once, non-contiguous and empty inputs, wrong
+rank and last axis, non-float input, one kpx node per call) is tests/test_op_contract.py, for every op from its
+registry record.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from custom_ops import GaussianHeatmaps, gaussian_heatmaps, get_op
+from custom_ops import GaussianHeatmaps, gaussian_heatmaps
 from custom_ops.conventions import normalized_to_pixel
 from export_tools import kpx_nodes
 
@@ -33,7 +38,7 @@ NON_FINITE = (math.nan, math.inf, -math.inf)
 def classic_window_copy(x, y, sigma, truncate, size, visible=1.0):
     """MSRA/HRNet's target for one keypoint: the (2*tmp+1)^2 Gaussian window copied into a zero map.
 
-    Returns ``(map (H, W) float64, weight)``. The weight rule is SPEC's ("a window that misses the map
+    Returns ``(map (H, W) float64, weight)``. The weight rule is docs/spec.md's ("a window that misses the map
     entirely": weight 0); MSRA tests ``br < 0`` on an exclusive bound and so keeps ``br == 0`` (see
     ``test_window_ending_one_pixel_before_the_map``).
     """
@@ -63,7 +68,7 @@ def classic_window_copy(x, y, sigma, truncate, size, visible=1.0):
 
 
 def spec_formula(x, y, sigma, truncate, size, visible=1.0, *, subpixel=False):
-    """SPEC's value evaluated pixel by pixel in float64 (any truncate*sigma, subpixel or not)."""
+    """The value of docs/spec.md evaluated pixel by pixel in float64 (any truncate*sigma, subpixel or not)."""
     h, w = size
     target = np.zeros((h, w))
     if visible < 0.5 or not (math.isfinite(x) and math.isfinite(y)):
@@ -117,7 +122,7 @@ def around(*batch: int, size=SIZE, radius: float = 6.0, seed: int = 0) -> torch.
 
 
 def visibility_like(keypoints: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Visibility in [0, 1] with the SPEC threshold 0.5 itself (rendered) sprinkled in."""
+    """Visibility in [0, 1] with the docs/spec.md threshold 0.5 itself (rendered) sprinkled in."""
     vis = uniform(*keypoints.shape[:-1], low=0.0, high=1.0, seed=seed)
     vis.view(-1)[::5] = 0.5
     return vis
@@ -214,7 +219,7 @@ def test_negative_coordinate_rounds_down_not_towards_zero():
     assert_heatmaps((heatmaps, weights), oracle(kp, SIZE, SIGMA))
 
 
-# --- SPEC formula: subpixel and non-integer windows, torch ----------------------------------------------------
+# --- docs/spec.md formula: subpixel and non-integer windows, torch ---------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -234,7 +239,7 @@ def test_subpixel_peak_is_at_p_not_at_the_rounded_centre():
     kp = torch.tensor([[[5.3, 4.0], [6.0, 3.6]]])  # centres (5, 4) and (6, 4)
     heatmaps, _ = gaussian_heatmaps(kp, SIZE, 1.0, subpixel=True)
     rows, cols = heatmaps[0, 0, 4], heatmaps[0, 1, :, 6]
-    # the pixels next to p follow the SPEC formula centred at p itself, so no pixel reaches 1
+    # the pixels next to p follow the docs/spec.md formula centred at p itself, so no pixel reaches 1
     assert_value(rows[5], math.exp(-(0.3**2) / 2))
     assert_value(rows[6], math.exp(-(0.7**2) / 2))
     assert_value(cols[4], math.exp(-(0.4**2) / 2))
@@ -250,7 +255,7 @@ def test_subpixel_window_stays_around_the_rounded_centre():
     assert (row[:3] == 0).all() and (row[10:] == 0).all()
 
 
-# --- both backends: oracle and the SPEC bad-input table ----------------------------------------------------------
+# --- both backends: oracle and the docs/spec.md bad-input table ---------------------------------------------------
 
 
 class Render(nn.Module):
@@ -285,7 +290,7 @@ def run(request):
 
 
 def test_window_ending_one_pixel_before_the_map(run):
-    """SPEC: a window that misses the map gets weight 0. MSRA tests ``br[0] < 0`` with the exclusive
+    """docs/spec.md: a window that misses the map gets weight 0. MSRA tests ``br[0] < 0`` with the exclusive
     ``br = mu + tmp + 1``: for a window whose last column is -1, ``br[0] == 0`` and it keeps weight 1 with an
     empty map. kpx (docstring decision) gives weight 0. The neighbours on both sides pin the bound."""
     h, w = SIZE
@@ -378,24 +383,6 @@ def test_window_fully_off_the_map_is_dropped(run, far, axis):
     assert_dropped(out, 0, 1)
     assert not out[0].isnan().any()
     assert_same_elsewhere(out, ref, 0, 1)
-
-
-@pytest.mark.parametrize(("batch", "keys"), [(0, 3), (2, 0), (0, 0)])
-def test_empty_batch_or_keypoints(run, batch, keys):
-    heatmaps, weights = run(torch.zeros(batch, keys, 2), torch.ones(batch, keys))
-    assert heatmaps.shape == (batch, keys, *SIZE)
-    assert weights.shape == (batch, keys)
-    assert heatmaps.dtype == weights.dtype == torch.float32
-
-
-def test_non_contiguous_input(run):
-    kp = around(5, 3, seed=47).transpose(0, 1)  # (3, 5, 2) view
-    vis = uniform(5, 3, low=0.0, high=1.0, seed=48).t()
-    assert not kp.is_contiguous() and not vis.is_contiguous()
-    out = run(kp, vis)
-    assert_mixed(out[1])
-    for got, want in zip(out, run(kp.contiguous(), vis.contiguous()), strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 # --- tensor sigma, both backends ------------------------------------------------------------------------------------
@@ -526,13 +513,6 @@ def test_instances_on_every_backend(run_instances):
     assert_heatmaps(run_instances(kp, vis), expected)
 
 
-@pytest.mark.parametrize("shape", [(0, 2, 3), (2, 2, 0), (0, 2, 0)])
-def test_instances_empty_batch_or_keypoints(run_instances, shape):
-    heatmaps, weights = run_instances(torch.zeros(*shape, 2), torch.ones(shape))
-    assert heatmaps.shape == (shape[0], shape[2], *SIZE)
-    assert weights.shape == (shape[0], shape[2])
-
-
 # --- normalized coordinates, torch ---------------------------------------------------------------------------------
 
 
@@ -553,7 +533,7 @@ def test_normalized_equals_pixel_mode_of_mapped_keypoints(align_corners, subpixe
 
 
 def test_normalized_align_corners_false_is_the_int_half_x_plus_one_times_w_mapping():
-    # SPEC: int(0.5 * (x + 1) * W) for x in (-1, 1) is align_corners=False plus the centre rounding
+    # docs/spec.md: int(0.5 * (x + 1) * W) for x in (-1, 1) is align_corners=False plus the centre rounding
     h, w = SIZE
     kp = uniform(4, 16, 2, low=-0.999, high=0.999, seed=83)
     scaled = 0.5 * (kp.double() + 1) * torch.tensor([w, h], dtype=torch.float64)
@@ -568,32 +548,6 @@ def test_normalized_align_corners_false_is_the_int_half_x_plus_one_times_w_mappi
 
 
 # --- dtypes ---------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("instances", [False, True])
-def test_outputs_have_keypoints_dtype(dtype, instances):
-    kp = (around(2, 3, 4, seed=91) if instances else around(2, 4, seed=91)).to(dtype)
-    heatmaps, weights = gaussian_heatmaps(kp, SIZE, torch.tensor(SIGMA), visibility=visibility_like(kp))
-    assert heatmaps.dtype == weights.dtype == dtype
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("subpixel", [False, True])
-def test_half_precision_is_float32_rounded_once(dtype, subpixel):
-    kp = around(3, 8, seed=92).to(dtype)
-    vis = visibility_like(kp, seed=93)
-    heatmaps, weights = gaussian_heatmaps(kp, SIZE, SIGMA, visibility=vis, subpixel=subpixel)
-    ref_maps, ref_weights = gaussian_heatmaps(kp.float(), SIZE, SIGMA, visibility=vis, subpixel=subpixel)
-    assert_mixed(ref_weights)
-    info = torch.finfo(dtype)
-    # SPEC: computed in float32 and cast back once. The float32 intermediate may differ from ref_maps in its
-    # last bit (another exp kernel path), which can move the single rounding to the neighbouring half value:
-    # at most one ulp of the dtype, i.e. eps relative, or one subnormal step (smallest_normal * eps) near 0.
-    torch.testing.assert_close(
-        heatmaps.float(), ref_maps.to(dtype).float(), rtol=info.eps, atol=info.smallest_normal * info.eps
-    )
-    torch.testing.assert_close(weights.float(), ref_weights, rtol=0, atol=0)
 
 
 @pytest.fixture(scope="module")
@@ -630,6 +584,7 @@ OPTIONS = (
 @pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("sigma", [1.5, torch.tensor(2.0), torch.tensor([1.0, 2.0, 3.0, 1.5])])
 def test_module_equals_functional(options, sigma):
+    """Beyond the samples of tests/test_op_contract.py: truncate, every sigma form, visibility given to forward."""
     kp = uniform(2, 4, 2, low=-1.2, high=1.2, seed=101) * (1 if options.get("normalized_coordinates") else 8)
     vis = visibility_like(kp, seed=102)
     module = GaussianHeatmaps(SIZE, sigma, **options)
@@ -651,15 +606,12 @@ def ort_heads():
     return OrtModel(Heads(), (uniform(2, 5, 2, low=-1, high=1), torch.ones(2, 5)), dynamic_shapes=DYNAMIC)
 
 
-def test_one_kpx_node_per_call(ort_heads):
+def test_each_calls_options_reach_its_node(ort_heads):
+    """Each call's options as its node's attributes, and the node's outputs are the graph's (one node per call and
+    the body attached once are checked for every op in tests/test_op_contract.py; truncate=2.0 is in no sample)."""
     proto = ort_heads.proto
-    nodes = kpx_nodes(proto)
-    assert [n.op_type for n in nodes] == ["GaussianHeatmaps"] * len(OPTIONS)
-    assert [(f.domain, f.name) for f in proto.functions] == [("kpx", get_op("gaussian_heatmaps").onnx_op_type)]
     graph_outputs = [o.name for o in proto.graph.output]
-    assert len(graph_outputs) == 2 * len(OPTIONS)
-    for node, options in zip(nodes, OPTIONS, strict=True):
-        assert len(node.output) == 2  # heatmaps and weights
+    for node, options in zip(kpx_nodes(proto), OPTIONS, strict=True):
         assert set(node.output) <= set(graph_outputs)
         attrs = {a.name: a for a in node.attribute}
         assert list(attrs["size"].ints) == list(SIZE)
@@ -697,12 +649,6 @@ def test_bad_truncate_raises(truncate):
         GaussianHeatmaps(SIZE, SIGMA, truncate=truncate)(torch.zeros(1, 3, 2))
 
 
-@pytest.mark.parametrize("shape", [(2,), (3, 2), (2, 3, 1), (2, 3, 3), (1, 2, 3, 4, 2)])
-def test_wrong_keypoints_shape_raises(shape):
-    with pytest.raises(ValueError, match=r"\(B, K, 2\)"):
-        gaussian_heatmaps(torch.zeros(shape), SIZE, SIGMA)
-
-
 @pytest.mark.parametrize(
     ("kp_shape", "vis_shape"), [((2, 5, 2), (2, 4)), ((2, 5, 2), (2, 5, 1)), ((2, 5, 2), (10,)), ((2, 3, 5, 2), (2, 5))]
 )
@@ -715,11 +661,6 @@ def test_mismatched_visibility_raises(kp_shape, vis_shape):
 def test_wrong_sigma_shape_raises(shape):
     with pytest.raises(ValueError, match="sigma"):
         gaussian_heatmaps(torch.zeros(2, 5, 2), SIZE, torch.ones(shape))
-
-
-def test_non_float_keypoints_raise():
-    with pytest.raises(ValueError, match="keypoints"):
-        gaussian_heatmaps(torch.zeros(2, 5, 2, dtype=torch.int64), SIZE, SIGMA)
 
 
 # --- invariants (property test) -----------------------------------------------------------------------------------

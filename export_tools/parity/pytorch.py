@@ -1,4 +1,5 @@
-"""The PyTorch side of a parity check: the user's module, run eagerly on the CPU."""
+"""The PyTorch side of a parity check: the user's module, run eagerly on the CPU (in eval mode; the module's
+own mode is restored after each call)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class TorchRunner:
 
     ``dtype`` runs the module as given but casts floating inputs to ``dtype`` first (an fp16 export
     judged against the float32 model: ``dtype=torch.float32``). Not in the runtime table: it runs a
-    module, not an ONNX file."""
+    module, not an ONNX file, and always in this process."""
 
     def __init__(
         self, module: torch.nn.Module, *, float64: bool = False, name: str = "", dtype: torch.dtype | None = None
@@ -39,8 +40,12 @@ class TorchRunner:
         args = [torch.from_numpy(np.ascontiguousarray(a)) for a in feeds]
         if self.dtype is not None:
             args = [a.to(self.dtype) if a.is_floating_point() else a for a in args]
-        with torch.no_grad():
-            outputs = flatten_outputs(self.module.eval()(*args))
+        was_training = self.module.training
+        try:
+            with torch.no_grad():
+                outputs = flatten_outputs(self.module.eval()(*args))
+        finally:
+            self.module.train(was_training)  # a training loop that validates with kpx stays in training mode
         return [o.detach().cpu().numpy() for o in outputs]
 
     def describe(self) -> dict[str, str]:
