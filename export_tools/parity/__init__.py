@@ -254,7 +254,7 @@ def _input_sets(inputs: Any) -> dict[str, tuple[Any, ...]]:
     if isinstance(inputs, Mapping):
         sets = dict(inputs)
     elif isinstance(inputs, Sequence) and not isinstance(inputs, str):
-        if inputs and all(isinstance(t, (tuple, list)) for t in inputs):
+        if inputs and all(isinstance(t, (tuple, list)) and _all_tensors(t) for t in inputs):
             raise TypeError(f"inputs is a list of {len(inputs)} input tuples; name the sets in a dict, e.g. "
                             "{'a': (x,), 'b': (y,)}, or pass one tuple of the model's input tensors")  # fmt: skip
         sets = {"inputs": tuple(inputs)}
@@ -276,6 +276,10 @@ def _input_sets(inputs: Any) -> dict[str, tuple[Any, ...]]:
             raise TypeError(f"input set {name!r} holds {', '.join(bad)}; every input must be a tensor or numpy array")
         out[name] = tuple(t.detach().cpu() if isinstance(t, torch.Tensor) else t for t in tensors)
     return out
+
+
+def _all_tensors(values: Any) -> bool:
+    return bool(values) and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in values)
 
 
 def _load_model(model: Any):
