@@ -195,7 +195,30 @@ def _function_proto(name: str, opset: int):
     proto = fn.to_function_proto()
     if proto.name != spec.onnx_op_type or proto.domain != DOMAIN:
         raise RuntimeError(f"{name}: function is {proto.domain}.{proto.name}, expected {spec.onnx_op_type}")
+    _typed_constants(proto.node)
     return proto
+
+
+def _typed_constants(nodes) -> None:
+    """Writes ``Constant(value_float(s)=...)`` as explicit float32 tensors, in place (If branches included).
+
+    Graph tools re-create such constants in a type of their choosing: onnxslim 0.1.98 and polygraphy's
+    constant folding made them float64 inside function bodies, and the file then failed shape inference
+    (``Equal`` of float and double). A tensor attribute carries its type with it (measured: every kpx
+    function file then passes onnxslim, docs/design.md)."""
+    from onnx import AttributeProto, TensorProto, helper
+
+    for node in nodes:
+        for attr in list(node.attribute):
+            if attr.type == AttributeProto.GRAPH:
+                _typed_constants(attr.g.node)
+            if node.op_type != "Constant" or attr.ref_attr_name or attr.name not in ("value_float", "value_floats"):
+                continue
+            scalar = attr.name == "value_float"
+            values = [attr.f] if scalar else list(attr.floats)
+            tensor = helper.make_tensor("", TensorProto.FLOAT, [] if scalar else [len(values)], values)
+            node.attribute.remove(attr)
+            node.attribute.append(helper.make_attribute("value", tensor))
 
 
 _TYPE_PARAM = ("tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)")

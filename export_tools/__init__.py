@@ -1,7 +1,7 @@
 """kpx export tools: the exporter, the parity harness (:mod:`export_tools.parity`), the runtimes
 (:mod:`export_tools.runtimes`) and the ``kpx`` command line (:mod:`export_tools.cli`).
 
-The names below load on first use, so that the runtime workers (``export_tools.runtimes.worker``)
+The names below load on first use, so that the runtime workers (``export_tools.runtimes.isolation``)
 start without importing torch.
 """
 

@@ -23,6 +23,8 @@ class Timing:
     p10_ms: float
     p90_ms: float
     calls: int
+    #: the runtime crashed, hung or raised instead (``RunFailedError``'s text); the figures are NaN
+    failed: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,11 +56,14 @@ def bench(
     runtimes: Sequence[str] = ("cpu",),
     seconds: float = 3.0,
     tick=None,
+    isolate: bool = True,
 ) -> list[Timing]:
-    """Times ``module`` (PyTorch eager, when given) and ``model`` on each runtime of the table."""
-    import torch
+    """Times ``module`` (PyTorch eager, when given) and ``model`` on each runtime of the table.
 
-    from export_tools.runtimes import make_runner
+    With ``isolate`` (default) each runtime is timed inside its worker process (the loop runs there: no pipe
+    in the timings), so a runtime that crashes on the file is a row saying so, retried with its safer
+    options like a parity check."""
+    import torch
 
     share = seconds / (len(runtimes) + (module is not None))
     rows = []
@@ -72,16 +77,45 @@ def bench(
 
         rows.append(Timing("torch-eager", *time_calls(eager, share, tick=tick)))
     for kind in runtimes:
-        runner = make_runner(kind, model, benchmark=True)
-        rows.append(Timing(runner.name, *time_calls(lambda r=runner: r.run(feeds), share, tick=tick)))
+        rows += _time_runtime(kind, model, feeds, share, isolate, tick)
+    return rows
+
+
+def _time_runtime(kind: str, model: bytes, feeds: Sequence[np.ndarray], seconds: float, isolate: bool, tick):
+    """Rows for one runtime: its timing, after a row per options it crashed with."""
+    from export_tools.errors import RunFailedError
+    from export_tools.runtimes import get_runner, make_runner
+    from export_tools.runtimes.isolation import IsolatedRunner
+
+    rows = []
+    for options in [{}, *get_runner(kind).fallback_options({})]:
+        try:
+            if isolate:
+                runner = IsolatedRunner(kind, model, benchmark=True, **options)
+                stats = runner.time(feeds, seconds)
+                runner.close()
+            else:
+                runner = make_runner(kind, model, benchmark=True, **options)
+                stats = time_calls(lambda r=runner: r.run(feeds), seconds, tick=tick)
+            return [*rows, Timing(runner.name, *stats)]
+        except RunFailedError as failure:
+            rows.append(
+                Timing(failure.runtime, *(float("nan"),) * 3, 0, failed=f"{failure.what} during {failure.phase}")
+            )
+            if not failure.crashed:
+                break
     return rows
 
 
 def format_timings(rows: Sequence[Timing]) -> str:
-    base = rows[0].median_ms if rows else 1.0
-    lines = [f"{'runtime':<14} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'calls':>6} {'vs first':>9}"]
+    timed = [r for r in rows if not r.failed]
+    base = timed[0].median_ms if timed else 1.0
+    lines = [f"{'runtime':<18} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'calls':>6} {'vs first':>9}"]
     for r in rows:
+        if r.failed:
+            lines.append(f"{r.runtime:<18} FAILED: {r.failed}")
+            continue
         ratio = base / r.median_ms if r.median_ms else float("inf")
-        lines.append(f"{r.runtime:<14} {r.median_ms:>10.3f} {r.p10_ms:>9.3f} {r.p90_ms:>9.3f} {r.calls:>6} "
+        lines.append(f"{r.runtime:<18} {r.median_ms:>10.3f} {r.p10_ms:>9.3f} {r.p90_ms:>9.3f} {r.calls:>6} "
                      f"{ratio:>8.2f}x")  # fmt: skip
     return "\n".join(lines)

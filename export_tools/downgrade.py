@@ -375,7 +375,9 @@ def _layer_norm(lower: _Lowering, node) -> list:
     src = x
     if stash == 1:
         src = n("ln_x32")
-        nodes.append(_make(node, "Cast", [x], [src], "_cast", to=1))
+        from onnx import TensorProto
+
+        nodes.append(_make(node, "Cast", [x], [src], "_cast", to=TensorProto.FLOAT))
     mean, centred, square, var = n("ln_mean"), n("ln_centred"), n("ln_square"), n("ln_var")
     eps_name, var_eps, std, normed = n("ln_eps"), n("ln_var_eps"), n("ln_std"), n("ln_normed")
     from onnx import helper

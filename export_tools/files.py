@@ -11,7 +11,7 @@ Rules (the same for ``kpx export -o``, ``--report`` and the Python API):
 Nothing is left behind, even when the process is killed mid-write: on Linux the data goes to an
 anonymous file (``O_TMPFILE``) that is linked into place only once complete; a killed writer leaves
 no name at all. Where that is unavailable (other systems, some filesystems), and for the brief step
-that replaces an existing file, a named temporary ``.<name>.kpx-<pid>.tmp`` is used; stale ones
+that replaces an existing file, a named temporary ``.<name>.kpx-<pid>[-<random>].tmp`` is used; stale ones
 whose process is gone are removed by the next write into the same directory.
 """
 
@@ -45,6 +45,9 @@ def check_output_path(
             )
     if path.is_dir():
         raise UsageError(f"{flag} {str(path)!r} is a directory; give a file name such as {str(path / 'out')!r}")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UsageError(f"{flag} {str(path)!r} is not a regular file (a device, a pipe or a link); kpx replaces "
+                         "files whole, so give the path of a regular file")  # fmt: skip
     if path.exists() and not overwrite:
         raise UsageError(f"{flag} {str(path)!r} exists; pass --force to overwrite it")
     parent = path.resolve().parent
@@ -81,6 +84,8 @@ def write_atomic(
         raise FileNotFoundError(f"output directory {str(directory)!r} does not exist; create it first")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI: --force) to replace it")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ValueError(f"{str(path)!r} is not a regular file (a device, a pipe or a link); give a regular file path")
     remove_stale_temporaries(directory)
     fd = _anonymous_file(directory)
     if fd is None:
@@ -153,9 +158,13 @@ def _write_named(path: Path, data: bytes, overwrite: bool, validate: Callable[[s
             os.close(fd)
         if validate is not None:
             validate(tmp)
-        if not overwrite and path.exists():
-            raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI: --force) to replace it")
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # never overwrites, also not a file that appeared meanwhile
+            except FileExistsError:
+                raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI: --force)") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

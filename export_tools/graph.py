@@ -10,12 +10,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from onnx import TensorProto
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 #: ONNX element type -> numpy dtype, for the types kpx generates and compares
-NUMPY_TYPES = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.int64, 9: np.bool_}
-_FLOAT_TYPES = (1, 10, 16)  # FLOAT, FLOAT16, BFLOAT16
+NUMPY_TYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64,
+               TensorProto.INT32: np.int32, TensorProto.INT64: np.int64, TensorProto.BOOL: np.bool_}  # fmt: skip
+_FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
 
 def subgraphs(node) -> list[Any]:
@@ -87,7 +89,7 @@ def promote_to_float64(model):
     and types are inferred again. Raises ``ValueError`` if the graph still holds local functions (inline
     them first)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     if model.functions:
         raise ValueError("promote_to_float64 needs an inlined model; call onnx.inliner.inline_local_functions first.")

@@ -71,8 +71,12 @@ def check_heatmap_sizes(proto) -> None:
         if node.domain != DOMAIN or node.op_type != "HeatmapToImage":
             continue
         size = next((list(a.ints) for a in node.attribute if a.name == "heatmap_size"), None)
-        name, steps = node.input[0], 0
-        while name in producers and steps < 64:  # along the keypoints' data path, back to their source
+        pending, seen = [node.input[0]], set()
+        while pending:  # everything the keypoints are computed from, back to the kpx ops that made them
+            name = pending.pop()
+            if name in seen or name not in producers:
+                continue
+            seen.add(name)
             source = producers[name]
             if source.domain == DOMAIN and source.op_type in _HEATMAP_PIXEL_SOURCES:
                 dims = _dims(values, source.input[0])[-2:]
@@ -83,8 +87,8 @@ def check_heatmap_sizes(proto) -> None:
                         "any other input size the mapping would be wrong. Keep the input's H and W static (make "
                         "only the batch dynamic), or export one file per input size"
                     )
-                break
-            name, steps = (source.input[0] if source.input else ""), steps + 1
+                continue  # the maps themselves are not keypoints: do not search behind them
+            pending.extend(source.input)
 
 
 def name_kpx_outputs(proto) -> None:

@@ -726,3 +726,75 @@ def test_a_data_parallel_model_is_exported_from_the_inside_with_a_note(capsys, w
                          "--dynamic", "features:0=B", "--check")  # fmt: skip
     assert code == 0 and "verdict: PASS" in out
     assert "note: exporting the Head inside DataParallel" in err
+
+
+def test_check_options_without_check_are_refused(capsys, work):
+    for extra in (["--report", "r.json"], ["--timeout", "5"], ["--providers", "openvino"], ["--in-process"]):
+        code, _, err = run(capsys, "export", "builtin:spatial_softmax2d", "-o", "x.onnx", *extra)
+        assert code == 2 and "configure the parity check: add --check" in err, extra
+    assert not (work / "x.onnx").exists()
+
+
+def test_check_options_that_would_have_no_effect_are_refused(capsys, exported):
+    dims = ["--dim", "B=1", "--dim", "N=2", "--dim", "H=3", "--dim", "W=3"]
+    code, _, err = run(capsys, "check", str(exported), *dims, "--in-process", "--timeout", "5")
+    assert code == 2 and "apply to runtimes in worker processes" in err
+    code, _, err = run(capsys, "check", str(exported), *dims, "--providers", "reference", "--optimization-level",
+                       "basic")  # fmt: skip
+    assert code == 2 and "--optimization-level applies to ONNX Runtime" in err
+
+
+def test_outputs_that_are_not_regular_files_are_refused(capsys, work, exported):
+    """`--report /dev/null --force` used to replace /dev/null with a regular file (as root)."""
+    fifo = work / "pipe"
+    os.mkfifo(fifo)
+    link = work / "link.json"
+    link.symlink_to(work / "target.json")
+    dims = ["--dim", "B=1", "--dim", "N=2", "--dim", "H=3", "--dim", "W=3"]
+    for path in (fifo, link):
+        code, _, err = run(capsys, "check", str(exported), *dims, "--report", str(path), "--force")
+        assert code == 2 and "is not a regular file" in err
+    assert fifo.is_fifo() and link.is_symlink() and not (work / "target.json").exists()
+
+
+def test_a_closed_pipe_keeps_a_failing_verdict_and_a_full_disk_is_not_a_bug(exported):
+    argv = [
+        sys.executable,
+        "-m",
+        "export_tools",
+        "check",
+        str(exported),
+        "--dim",
+        "B=2",
+        "--dim",
+        "N=3",
+        "--dim",
+        "H=5",
+        "--dim",
+        "W=4",
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+    ]  # float32 vs float64 at zero tolerance: FAIL
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 1 and "error" not in err
+    with open("/dev/full", "w") as full:
+        argv = [sys.executable, "-m", "export_tools", "ops"]
+        done = subprocess.run(argv, cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 2 and "cannot write to standard output: No space left on device" in done.stderr
+
+
+def test_check_of_a_file_the_float64_reference_cannot_evaluate_names_the_way_out(capsys, tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Mystery", ["x"], ["y"], domain="acme")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("acme", 1)])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and "cannot evaluate this file" in err and "--reference MODEL" in err

@@ -301,3 +301,15 @@ def test_bfloat16_conv_is_a_clear_export_error_and_kpx_ops_export_in_bfloat16():
         to_onnx(model, (torch.randn(2, 3, 16, 16),), dtype="bfloat16")
     proto = to_onnx(custom_ops.SpatialSoftArgmax2d(), (torch.randn(2, 3, 16, 16),), dtype="bfloat16")
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16
+
+
+def test_a_stale_heatmap_size_is_found_behind_any_input_of_the_keypoints_path():
+    class Detour(_TopDown):
+        def forward(self, images, boxes):
+            keypoints, scores = self.decode(self.net(images))
+            shifted = boxes[:, None, :2] * 0 + keypoints  # the keypoints enter through the second input of Add
+            return self.to_image(shifted, boxes), scores
+
+    x, boxes = torch.randn(2, 3, 64, 48), torch.rand(2, 4) * 100
+    with pytest.raises(ExportError, match="fixed heatmap_size"):
+        to_onnx(Detour(), (x, boxes), dynamic_shapes=({0: "B", 2: "H", 3: "W"}, {0: "B"}))

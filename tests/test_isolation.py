@@ -139,3 +139,81 @@ def test_real_onnx_runtime_crash_on_an_fp16_transformer_is_survived():
         assert crashed[0].failure["phase"] == "load" and crashed[0].runtime == "ort-cpu"
     assert ran and ran[-1].runtime.startswith("ort-cpu")  # a level that loads ran the model and was compared
     assert all(c.runtime != "ort-cpu" for c in ran) == bool(crashed)
+    from export_tools.bench import bench
+
+    rows = bench(half.SerializeToString(), [x.half().numpy()], runtimes=["cpu"], seconds=0.3)  # `kpx bench` too
+    assert rows[-1].failed is None and rows[-1].calls >= 5
+    assert [r.failed for r in rows[:-1]] == (["crashed with SIGSEGV during load"] if crashed else [])
+
+
+# --- what a review found (each failed before its fix) -------------------------------------------------------
+
+
+def test_a_runner_whose_shared_worker_another_runner_crashed_loads_again(model, misbehaving):
+    """Localisation shares the lane's worker; when it crashed the worker, the lane's next run got a false
+    failure ('seek of closed file'). Now the runner loads its model into the fresh worker and runs."""
+    calm = IsolatedRunner("misbehaving-test", model, level=0, safe_below=0)
+    wild = IsolatedRunner("misbehaving-test", model, misbehave="segfault", phase="run", level=1, safe_below=0)
+    with pytest.raises(RunFailedError, match="crashed with SIGSEGV during run"):
+        wild.run([X.numpy()])
+    np.testing.assert_allclose(calm.run([X.numpy()])[0], MODULE(X).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_small_memory_limit_is_out_of_memory_not_a_missing_package(model):
+    report = check_parity(MODULE, (X,), model=model, resized=False, memory_limit_mb=50)
+    (failed,) = [c for c in report.cases if c.failure]
+    assert failed.failure["what"] == "ran out of memory (limit 50 MiB)" and failed.failure["phase"] == "load"
+    assert check_parity(MODULE, (X,), model=model, resized=False, memory_limit_mb=1024).passed
+
+
+def test_a_load_that_fails_for_good_is_recorded_once(model, misbehaving):
+    start = time.perf_counter()
+    report = check_parity(MODULE, {"a": (X,), "b": (X * 2,), "c": (X * 3,)}, model=model, resized=False,
+                          runtimes=["misbehaving-test"], timeout=2,
+                          runtime_options={"misbehaving-test": {"misbehave": "hang", "level": 0}})  # fmt: skip
+    assert [(c.inputs, c.failure["what"]) for c in report.cases] == [("(load)", "timed out after 2 s")]
+    assert time.perf_counter() - start < 15  # one time limit, not one per input set
+
+
+def test_one_worker_per_runtime_whatever_the_limits(model):
+    """A worker with another memory limit replaces the runtime's worker instead of joining it."""
+    workers = []
+    for limit in (None, 2048, 3072):
+        runner = IsolatedRunner("cpu", model, memory_limit_mb=limit)
+        workers.append(runner._worker)
+        runner.close()
+    assert [w.alive() for w in workers] == [False, False, True]
+    assert workers[0].process.poll() is not None and workers[1].process.poll() is not None  # stopped, not leaked
+
+
+def test_bench_reports_a_runtime_that_crashes_at_every_level_instead_of_dying(model, misbehaving):
+    from export_tools.bench import bench, format_timings
+
+    rows = bench(model, [X.numpy()], runtimes=["cpu", "misbehaving-test"], seconds=0.2)
+    assert rows[0].runtime == "ort-cpu" and rows[0].failed is None and rows[0].calls >= 5
+    assert [(r.runtime, r.failed) for r in rows[1:]] == [
+        (f"misbehaving@{level}", "crashed with SIGSEGV during load") for level in (3, 2, 1, 0)
+    ]
+    assert "misbehaving@0      FAILED: crashed with SIGSEGV during load" in format_timings(rows)
+
+
+BAD_ISOLATION = {
+    "timeout 0": ({"timeout": 0}, "timeout must be a number > 0"),
+    "negative memory limit": ({"memory_limit_mb": -1}, "memory_limit_mb must be a number > 0"),
+    "limits in process": ({"isolate": False, "timeout": 5}, "apply to runtimes in worker processes"),
+    "options for a runtime not checked": ({"runtime_options": {"cuda": {}}}, "not among runtimes ['cpu']"),
+    "an option the runtime does not take": ({"runtime_options": {"cpu": {"threads": 2}}}, "takes no option(s)"),
+    "an unknown optimisation level": (
+        {"runtime_options": {"cpu": {"optimization_level": "max"}}},
+        "optimization_level must be one of",
+    ),
+    "a runtime twice": ({"runtimes": ["cpu", "cpu"]}, "names a runtime twice"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ISOLATION), ids=lambda c: c.replace(" ", "_"))
+def test_bad_isolation_arguments_name_the_argument(model, case):
+    kwargs, message = BAD_ISOLATION[case]
+    with pytest.raises(ValueError) as raised:
+        check_parity(MODULE, (X,), model=model, resized=False, **kwargs)
+    assert message in str(raised.value)

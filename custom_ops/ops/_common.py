@@ -23,12 +23,8 @@ from custom_ops.registry import OnnxAttribute
 
 # --- ONNX element types (onnx.TensorProto.<NAME>) ---------------------------------------------------------
 FLOAT = 1
-INT64 = 7
 BOOL = 9
-FLOAT16 = 10
-DOUBLE = 11
-BFLOAT16 = 16
-ONNX_TYPES = {"FLOAT": FLOAT, "INT64": INT64, "BOOL": BOOL, "FLOAT16": FLOAT16, "DOUBLE": DOUBLE, "BFLOAT16": BFLOAT16}
+ONNX_TYPES = {"FLOAT": FLOAT, "BOOL": BOOL}  # the ones op bodies use
 
 
 # --- argument validation -----------------------------------------------------------------------------------

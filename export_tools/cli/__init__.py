@@ -22,7 +22,6 @@ from export_tools.errors import (
     CHECK_FAILED,
     ENVIRONMENT,
     INTERNAL,
-    OK,
     USAGE,
     ExportError,
     LocalFunctionsUnsupportedError,
@@ -66,7 +65,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stdout:
+    """Standard output that outlives its reader: after ``kpx ... | head`` closes the pipe, further output is
+    dropped and the command still ends with its own exit code (a failed check stays 1); a full disk on
+    stdout is a :class:`UsageError`, not a kpx bug."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.closed_pipe = stream, False
+
+    def write(self, text: str) -> int:
+        return self._guard(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self.stream.flush)
+
+    def _guard(self, call, *args):
+        if self.closed_pipe:
+            return 0
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            self.closed_pipe = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())  # so that Python's flush at exit writes nowhere, quietly
+            return 0
+        except OSError as exc:
+            raise UsageError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stdout = sys.stdout
+    sys.stdout = _Stdout(stdout)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -90,10 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except BrokenPipeError:  # the reader went away (`kpx ops | head`): a normal end, said nothing
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush does not fail again
-        return OK
     except Exception as exc:  # anything unmapped is a bug in kpx, not the user's mistake
         if args.verbose:
             import traceback

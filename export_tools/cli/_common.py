@@ -115,7 +115,6 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout",
         type=positive,
-        default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"a runtime that takes longer to load or run is stopped and reported (default {DEFAULT_TIMEOUT:g})",
     )
@@ -127,11 +126,30 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parity_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``check_parity`` keywords from the check options: isolation, limits and ORT's optimisation level."""
+CHECK_FLAGS = ("--providers", "--atol", "--rtol", "--report", "--optimization-level", "--timeout", "--memory-limit-mb",
+               "--in-process")  # fmt: skip
+"""The options that configure a parity check (``add_check_options``)."""
+
+
+def check_flags_given(args: argparse.Namespace) -> list[str]:
+    """The check options set on the command line (``--providers cpu``, the default, does not count)."""
+    given = [f for f in CHECK_FLAGS if getattr(args, f[2:].replace("-", "_")) not in (None, False)]
+    return [f for f in given if not (f == "--providers" and args.providers == "cpu")]
+
+
+def parity_options(args: argparse.Namespace, runtimes: list[str]) -> dict[str, Any]:
+    """``check_parity`` keywords from the check options: isolation, limits and ORT's optimisation level; an option
+    that would have no effect is a :class:`UsageError`."""
+    if args.in_process and (args.timeout or args.memory_limit_mb):
+        raise UsageError("--timeout and --memory-limit-mb apply to runtimes in worker processes; drop them or "
+                         "--in-process")  # fmt: skip
+    ort = [kind for kind in runtimes if kind in ("cpu", "cuda")]
+    if args.optimization_level and not ort:
+        raise UsageError(f"--optimization-level applies to ONNX Runtime (--providers cpu or cuda); the check runs "
+                         f"{', '.join(runtimes)}")  # fmt: skip
     level = {"optimization_level": args.optimization_level} if args.optimization_level else {}
     return {"isolate": not args.in_process, "timeout": args.timeout, "memory_limit_mb": args.memory_limit_mb,
-            "runtime_options": {"cpu": level, "cuda": level} if level else None}  # fmt: skip
+            "runtime_options": dict.fromkeys(ort, level) if level else None}  # fmt: skip
 
 
 # --- steps ------------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", help=f"comma-separated runtimes of {', '.join(runtime_names())} "
                    "(default: cpu, plus cuda when it works)")  # fmt: skip
     p.add_argument("--seconds", type=non_negative, default=3.0, help="time budget for all runtimes (default 3)")
+    p.add_argument("--in-process", action="store_true",
+                   help="time the runtimes here (default: each in its worker, where a crash is a row)")  # fmt: skip
     p.add_argument("--json", action="store_true")
 
 
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
     def tick() -> None:
         progress.set(int(100 * (time.perf_counter() - start) / budget), "timing")
 
-    rows = bench(model, feeds, module=module, runtimes=runtimes, seconds=args.seconds, tick=tick)
+    rows = bench(model, feeds, module=module, runtimes=runtimes, seconds=args.seconds, tick=tick,
+                 isolate=not args.in_process)  # fmt: skip
     progress.close()
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
     log.info(f"checking {args.model} on {', '.join(runtimes)} against {against}")
     try:
         report = check_parity(module, {"inputs": feeds}, runtimes=runtimes, model=model, input_meta={"inputs": meta},
-                              tolerances=tolerances(args, names), **parity_options(args))  # fmt: skip
+                              tolerances=tolerances(args, names), **parity_options(args, runtimes))  # fmt: skip
     except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:  # the file, not the machine
         raise UsageError(str(exc)) from None
     print(report.table())

@@ -15,6 +15,7 @@ from export_tools.cli._common import (
     add_check_options,
     add_max_input,
     add_model_options,
+    check_flags_given,
     check_report_path,
     export_model,
     load_pytorch,
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
 
     reads = [args.weights, model_file(args.model)]
     out = check_output_path(args.output, overwrite=args.force, inputs=reads, flag="-o")
+    if not args.check and check_flags_given(args):
+        raise UsageError(f"{', '.join(check_flags_given(args))} configure the parity check: add --check, or drop them")
     runtimes = parse_runtimes(args.providers, available=args.check)
     if args.check:
         check_report_path(args, [*reads, args.output])
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
     names = [o.name for o in proto.graph.output]
     try:  # an fp16 file is judged against the float32 model on the same (rounded) numbers
         report = check_parity(loaded.module, {"example": example}, runtimes=runtimes, model=proto,
-                              tolerances=tolerances(args, names), **parity_options(args))  # fmt: skip
+                              tolerances=tolerances(args, names), **parity_options(args, runtimes))  # fmt: skip
     except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:
         raise UsageError(f"{out} was written, but cannot be checked there: {exc}") from None
     print(report.table())

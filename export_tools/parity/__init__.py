@@ -129,6 +129,10 @@ def check_parity(
         raise TypeError(f"module must be a torch.nn.Module or None; got {type(module).__name__}{hint}")
     sets = _input_sets(inputs)
     runtimes = _names(runtimes, "runtimes")
+    if len(set(runtimes)) != len(runtimes):
+        raise ValueError(f"runtimes names a runtime twice: {runtimes}")
+    isolation = _isolation(isolate, timeout, memory_limit_mb)
+    runtime_options = _runtime_options(runtime_options, runtimes)
     for kind in runtimes:
         get_runner(kind).check_available()  # before any work: a missing runtime names its fix
     dtype = resolve_dtype(dtype)
@@ -153,58 +157,57 @@ def check_parity(
     if resized and module is not None:
         sets = {**sets, **_resized_set(module, data, specs, next(iter(sets.values())), report)}
 
-    reference = ReferenceRunner(data, float64=True) if module is None else TorchRunner(module)
+    reference = _float64_reference(data) if module is None else TorchRunner(module)
     truth_runner = TorchRunner(module, float64=True) if truth else None
-    isolation = {"timeout": timeout, "memory_limit_mb": memory_limit_mb} if isolate else None
 
     def record(set_name: str, runtime: str, failure: RunFailedError) -> None:
         report.cases.append(Case(set_name, runtime, reference.name, [], failure=failure.as_dict()))
 
-    lanes = [Lane(kind, data, (runtime_options or {}).get(kind, {}), isolation, record) for kind in runtimes]
-    for set_name, tensors in sets.items():
-        given = [_numpy(t) for t in tensors]
-        feeds = [_cast_float(a, dt) for a, (_, dt, _) in zip(given, specs)]  # in the graph's input dtypes
-        meta = (input_meta or {}).get(set_name, {})
-        report.inputs.append({"name": set_name, "shapes": [list(f.shape) for f in feeds],
-                              "dtypes": [str(f.dtype) for f in feeds], **meta})  # fmt: skip
-        # PyTorch gets the runtimes' (possibly rounded) values back in the dtypes it was given
-        expected = _reference_outputs(reference, [_cast_float(f, a.dtype) for f, a in zip(feeds, given)], set_name,
-                                      record)  # fmt: skip
-        if expected is None:
-            continue
+    def compare(against: list, actual: list, runtime: str) -> list[OutputStats]:
+        if len(actual) != len(names):
+            raise RuntimeError(f"{runtime} returned {len(actual)} outputs; the graph declares {len(names)}")
+        if len(against) != len(names):
+            raise UsageError(f"the PyTorch module returns {len(against)} outputs; the ONNX graph has {len(names)} "
+                             f"({', '.join(names)}); compare a module and the file exported from it")  # fmt: skip
+        return [compare_output(n, e, a, *tolerance(n, a.dtype), pixels_per_unit=(pixels_per_unit or {}).get(n))
+                for n, e, a in zip(names, against, actual)]  # fmt: skip
 
-        def compare(against: list, actual: list, runtime: str) -> list[OutputStats]:
-            if len(actual) != len(names):
-                raise RuntimeError(f"{runtime} returned {len(actual)} outputs; the graph declares {len(names)}")
-            if len(against) != len(names):
-                raise UsageError(f"the PyTorch module returns {len(against)} outputs; the ONNX graph has {len(names)} "
-                                 f"({', '.join(names)}); compare a module and the file exported from it")  # fmt: skip
-            stats = []
-            for n, e, a in zip(names, against, actual):
-                tol = tolerance(n, a.dtype)  # by the dtype of the output under test
-                stats.append(compare_output(n, e, a, *tol, pixels_per_unit=(pixels_per_unit or {}).get(n)))
-            return stats
-
-        if truth_runner is not None:
-            exact = truth_runner.run(feeds)
-            report.cases.append(Case(set_name, reference.name, truth_runner.name, compare(exact, expected, "torch")))
-        for lane in lanes:
-            actual = lane.run(feeds, set_name)
-            if actual is None:  # the runtime failed on this set: recorded
+    lanes = [Lane(kind, data, runtime_options.get(kind, {}), isolation, record) for kind in runtimes]
+    try:
+        for set_name, tensors in sets.items():
+            given = [_numpy(t) for t in tensors]
+            feeds = [_cast_float(a, dt) for a, (_, dt, _) in zip(given, specs)]  # in the graph's input dtypes
+            meta = (input_meta or {}).get(set_name, {})
+            report.inputs.append({"name": set_name, "shapes": [list(f.shape) for f in feeds],
+                                  "dtypes": [str(f.dtype) for f in feeds], **meta})  # fmt: skip
+            # PyTorch gets the runtimes' (possibly rounded) values back in the dtypes it was given
+            torch_feeds = [_cast_float(f, a.dtype) for f, a in zip(feeds, given)]
+            expected = _reference_outputs(reference, torch_feeds, set_name, record)
+            if expected is None:
                 continue
             if truth_runner is not None:
-                report.cases.append(Case(set_name, lane.name, truth_runner.name, compare(exact, actual, lane.name)))
-            case = Case(set_name, lane.name, reference.name, compare(expected, actual, lane.name))
-            if localize and not case.passed and lane.kind != "reference":
-                try:
-                    case.divergence = first_divergence(data, feeds, lane.kind, open_runner=lane.opener())
-                except Exception as exc:  # the verdict stands; only the explanation is missing
-                    case.localisation = f"localisation unavailable: {type(exc).__name__}: {one_line(exc)[:200]}"
-            report.cases.append(case)
+                exact = truth_runner.run(feeds)
+                report.cases.append(
+                    Case(set_name, reference.name, truth_runner.name, compare(exact, expected, "torch"))
+                )
+            for lane in lanes:
+                actual = lane.run(feeds, set_name)
+                if actual is None:  # the runtime failed on this set: recorded
+                    continue
+                if truth_runner is not None:
+                    report.cases.append(Case(set_name, lane.name, truth_runner.name, compare(exact, actual, lane.name)))
+                case = Case(set_name, lane.name, reference.name, compare(expected, actual, lane.name))
+                if localize and not case.passed and lane.kind != "reference":
+                    try:
+                        case.divergence = first_divergence(data, feeds, lane.kind, open_runner=lane.opener())
+                    except Exception as exc:  # the verdict stands; only the explanation is missing
+                        case.localisation = f"localisation unavailable: {type(exc).__name__}: {one_line(exc)[:200]}"
+                report.cases.append(case)
+    finally:
+        for lane in lanes:
+            lane.close()
     report.runtimes = [r.describe() for r in (reference, truth_runner) if r is not None]
     report.runtimes += [lane.description or {"runtime": lane.name, "failed": "never loaded"} for lane in lanes]
-    for lane in lanes:
-        lane.close()
     return report
 
 
@@ -214,6 +217,43 @@ def assert_parity(module: torch.nn.Module, inputs: Any, **kwargs: Any) -> Parity
     if not report.passed:
         raise AssertionError("parity check failed:\n" + report.table())
     return report
+
+
+def _isolation(isolate: bool, timeout: float | None, memory_limit_mb: float | None) -> dict[str, Any] | None:
+    for name, value in (("timeout", timeout), ("memory_limit_mb", memory_limit_mb)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a number > 0 (or None for the default); got {value!r}")
+    if not isolate:
+        if timeout is not None or memory_limit_mb is not None:
+            raise ValueError("timeout and memory_limit_mb apply to runtimes in worker processes; drop them or "
+                             "keep isolate=True")  # fmt: skip
+        return None
+    return {"timeout": timeout, "memory_limit_mb": memory_limit_mb}
+
+
+def _runtime_options(options: Any, runtimes: list[str]) -> dict[str, dict[str, Any]]:
+    """``{runtime: {option: value}}``, each for a runtime being checked and accepted by its runner class."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"runtime_options must be a dict {{runtime: {{option: value}}}}; got {type(options).__name__}")
+    out = {}
+    for kind, values in options.items():
+        if kind not in runtimes:
+            raise ValueError(f"runtime_options names {kind!r}, which is not among runtimes {runtimes}")
+        out[kind] = dict(values)
+        get_runner(kind).check_options(out[kind])
+    return out
+
+
+def _float64_reference(model: bytes) -> ReferenceRunner:
+    """onnx.reference on a float64 copy of ``model``; a file it cannot evaluate is a :class:`UsageError`."""
+    try:
+        return ReferenceRunner(model, float64=True)
+    except Exception as exc:
+        raise UsageError(f"the float64 reference (onnx.reference) cannot evaluate this file ({type(exc).__name__}: "
+                         f"{one_line(exc)[:200]}); compare against the PyTorch model instead (CLI: --reference "
+                         "MODEL)") from exc  # fmt: skip
 
 
 def _reference_outputs(reference: Any, feeds: list[np.ndarray], set_name: str, record: Any) -> list | None:
@@ -351,7 +391,12 @@ def _resized_set(module, model: bytes, specs, example, report: ParityReport) -> 
                 dims.setdefault(d, int(tensor.shape[i]) + 1)
     if not dims:
         return {}
-    feeds = [_cast_float(f, _numpy(t).dtype) for f, t in zip(random_inputs(model, dims=dims, seed=1), example)]
+    try:
+        fresh = random_inputs(model, dims=dims, seed=1)
+    except ValueError as exc:  # e.g. the example was just under the input size limit
+        report.notes.append(f"no resized input set: {exc}")
+        return {}
+    feeds = [_cast_float(f, _numpy(t).dtype) for f, t in zip(fresh, example)]
     try:
         TorchRunner(module).run(feeds)
     except Exception as exc:

@@ -44,6 +44,7 @@ class Lane:
         self.attempts = [dict(options), *get_runner(kind).fallback_options(options)]
         self.attempt = 0
         self.runner: Runner | None = None
+        self.unloadable = False
         self.name = kind
         self.description: dict[str, str] | None = None
 
@@ -52,14 +53,14 @@ class Lane:
         return self.attempts[self.attempt]
 
     def _open(self) -> Runner | None:
-        """The runner for the current options, moving on to safer ones while it crashes at load."""
-        while self.runner is None:
+        """The runner for the current options, moving on to safer ones while it crashes at load; ``None``
+        once loading has failed for good (recorded once: the remaining sets are not tried again)."""
+        while self.runner is None and not self.unloadable:
             try:
                 self.runner = open_runner(self.kind, self.model, self.options, self.isolation)
             except RunFailedError as failure:
                 self.record("(load)", failure.runtime, failure)
-                if not (failure.crashed and self._next()):
-                    return None
+                self.unloadable = not (failure.crashed and self._next())
             else:
                 self.name, self.description = self.runner.name, self.runner.describe()
         return self.runner
@@ -75,15 +76,16 @@ class Lane:
         while (runner := self._open()) is not None:
             try:
                 return runner.run(feeds)
-            except RunFailedError as failure:  # the worker is gone: the next call starts a fresh one
-                self.runner = None
+            except RunFailedError as failure:
                 self.record(set_name, runner.name, failure)
-                if not (failure.crashed and self._next()):
-                    return None
+                if failure.crashed or failure.what.startswith("timed out"):
+                    self.runner = None  # its worker was killed: the next set starts a fresh one
+                    if failure.crashed and self._next():
+                        continue  # this set again, with safer options
+                return None  # a runtime that raised keeps its model for the next set
             except KpxError:
                 raise
             except Exception as exc:  # in-process runtimes raise their own types
-                self.runner = None
                 self.record(set_name, runner.name, RunFailedError(runner.name, "run", f"raised {type(exc).__name__}",
                                                                   detail=one_line(exc)[:300]))  # fmt: skip
                 return None

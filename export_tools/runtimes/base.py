@@ -20,6 +20,8 @@ the parity harness all read :data:`RUNNERS`: adding a runtime is one class in on
 
 from __future__ import annotations
 
+import inspect
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -41,6 +43,20 @@ class Runner(ABC):
     @abstractmethod
     def check_available(cls) -> None:
         """Raises :class:`RunnerUnavailableError` naming the fix unless this runtime can be used here."""
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """``ValueError`` naming the option unless ``cls(model, **options)`` takes it (and, for a worker process,
+        it can be pickled)."""
+        params = inspect.signature(cls.__init__).parameters
+        accepted = [n for n, p in params.items() if n not in ("self", "model") and p.kind == p.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(params) - {"self", "model"})
+        if unknown and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            raise ValueError(f"runtime {cls.kind!r} takes no option(s) {unknown}; its options are {accepted}")
+        try:
+            pickle.dumps(options)
+        except Exception as exc:
+            raise ValueError(f"the options of runtime {cls.kind!r} must be plain values (picklable): {exc}") from None
 
     @classmethod
     def label(cls, options: dict[str, Any]) -> str:

@@ -123,6 +123,13 @@ class OrtRunner(Runner):
         import_ort()
 
     @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        super().check_options(options)
+        level = options.get("optimization_level")
+        if level is not None and level not in OPTIMIZATION_LEVELS:
+            raise ValueError(f"optimization_level must be one of {OPTIMIZATION_LEVELS}; got {level!r}")
+
+    @classmethod
     def label(cls, options: dict[str, Any]) -> str:
         """``ort-cpu``, or ``ort-cpu[extended]`` at a lower optimisation level than ORT's default."""
         level = options.get("optimization_level")
@@ -204,9 +211,3 @@ class OrtCudaRunner(OrtRunner):
 def get_ort_runner(provider: str) -> type[OrtRunner]:
     """The runner class of an ORT provider name."""
     return OrtCudaRunner if provider == "cuda" else OrtRunner
-
-
-def run_model(model: Any, feeds: Sequence[np.ndarray], provider: str = "cpu") -> list[np.ndarray]:
-    """One-shot: ``model`` (bytes or ``ModelProto``) on ORT ``provider``."""
-    data = model if isinstance(model, (bytes, bytearray)) else model.SerializeToString()
-    return run_session(ort_session(bytes(data), provider), feeds)
