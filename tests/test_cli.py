@@ -450,7 +450,7 @@ def test_check_tolerance_flags_decide_the_verdict(capsys, exported, tmp_path, wo
 BAD_CHECKS = {
     "missing model": (["check", "nothere.onnx"], "does not exist"),
     "not onnx": (["check", "head.py"], "not a readable ONNX file"),
-    "symbolic dims without sizes": (["check", "{model}"], "--dim NAME=SIZE"),
+    "symbolic dims without sizes": (["check", "nometa.onnx"], "--dim NAME=SIZE"),  # no kpx.example_shapes
     "malformed dim": (["check", "{model}", "--dim", "B4"], "NAME=SIZE"),
     "missing npz": (["check", "{model}", "--inputs", "none.npz"], "does not exist"),
     "npz without the input": (["check", "{model}", "--inputs", "wrong.npz"], "has no array 'input'"),
@@ -485,6 +485,11 @@ def test_bad_check_input_is_exit_2(capsys, work, exported, case):
     np.save(work / "one.npy", np.zeros((1, 2, 3, 3), np.float32))
     np.savez(work / "x.npz", input=np.zeros((1, 2, 3, 3), np.float32))
     (work / "old.json").write_text("keep")
+    import onnx
+
+    stripped = onnx.load(str(exported))
+    del stripped.metadata_props[:]  # as graph tools leave kpx files
+    onnx.save(stripped, str(work / "nometa.onnx"))
     model_bytes = exported.read_bytes()
     argv, message = BAD_CHECKS[case]
     code, out, err = run(capsys, *[a.format(model=exported) for a in argv])
@@ -798,3 +803,16 @@ def test_check_of_a_file_the_float64_reference_cannot_evaluate_names_the_way_out
     path.write_bytes(model.SerializeToString())
     code, _, err = run(capsys, "check", str(path))
     assert code == 2 and "cannot evaluate this file" in err and "--reference MODEL" in err
+
+
+def test_check_of_a_kpx_file_defaults_to_its_export_sizes_and_one_larger(capsys, tmp_path):
+    path = tmp_path / "a.onnx"
+    assert cli.main(["export", "builtin:spatial_soft_argmax2d", "-o", str(path)]) == 0
+    capsys.readouterr()
+    report = tmp_path / "r.json"
+    code, out, _ = run(capsys, "check", str(path), "--report", str(report))
+    assert code == 0 and "verdict: PASS (2 cases)" in out
+    shapes = [i["shapes"] for i in json.loads(report.read_text())["inputs"]]
+    assert shapes == [[[2, 4, 8, 6]], [[3, 5, 9, 7]]]  # the export sample's sizes, then each dim + 1
+    code, out, _ = run(capsys, "check", str(path), "--dim", "B=1")  # --dim overrides; the rest as recorded
+    assert code == 0 and "verdict: PASS (2 cases)" in out and "resized N=5,H=9,W=7" in out

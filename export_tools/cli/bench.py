@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
         if args.input or args.dynamic or args.weights:
             raise UsageError("--input/--dynamic/--weights apply to a MODEL spec; for an .onnx file use --dim NAME=SIZE")
         model = read_model(args.model)
-        feeds, _ = file_inputs(args, model)
+        feeds, _ = file_inputs(args, model)["inputs"]
     else:
         if args.inputs or args.dim:
             raise UsageError("--inputs/--dim apply to an .onnx file; for a MODEL spec use --input NAME:SHAPE")

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
         raise UsageError("--weights applies to --reference; give the PyTorch model with --reference MODEL")
     model = read_model(args.model)
     runtimes = parse_runtimes(args.providers)
-    feeds, meta = file_inputs(args, model)
+    sets = file_inputs(args, model)
     module = None
     if args.reference:
         from export_tools.loading import load_model
@@ -58,8 +58,10 @@ def run(args: argparse.Namespace, log: Log) -> int:
     against = f"PyTorch {args.reference}" if module is not None else "a float64 onnx.reference evaluation"
     log.info(f"checking {args.model} on {', '.join(runtimes)} against {against}")
     try:
-        report = check_parity(module, {"inputs": feeds}, runtimes=runtimes, model=model, input_meta={"inputs": meta},
-                              tolerances=tolerances(args, names), **parity_options(args, runtimes))  # fmt: skip
+        report = check_parity(module, {name: feeds for name, (feeds, _) in sets.items()}, runtimes=runtimes,
+                              model=model, input_meta={name: meta for name, (_, meta) in sets.items()},
+                              tolerances=tolerances(args, names), resized=False,  # sets holds the resized one
+                              **parity_options(args, runtimes))  # fmt: skip
     except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:  # the file, not the machine
         raise UsageError(str(exc)) from None
     print(report.table())

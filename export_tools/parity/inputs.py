@@ -43,6 +43,27 @@ def input_specs(model: bytes) -> list[tuple[str, np.dtype, list[int | str]]]:
     return specs
 
 
+def recorded_dims(model: bytes) -> dict[str, int]:
+    """Sizes of the symbolic dims at export, from the ``kpx.example_shapes`` metadata kpx writes (empty for
+    other files)."""
+    import json
+
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    try:
+        shapes = json.loads({p.key: p.value for p in proto.metadata_props}.get("kpx.example_shapes", "{}"))
+    except ValueError:
+        return {}
+    dims: dict[str, int] = {}
+    for value in proto.graph.input:
+        shape = shapes.get(value.name) if isinstance(shapes, dict) else None
+        symbols = [d.dim_param for d in value.type.tensor_type.shape.dim]
+        if isinstance(shape, list) and len(shape) == len(symbols):
+            dims.update({s: int(n) for s, n in zip(symbols, shape) if s})
+    return dims
+
+
 def random_inputs(
     model: bytes, *, dims: Mapping[str, int] | None = None, seed: int = 0, max_mb: float = MAX_INPUT_MB
 ) -> tuple[np.ndarray, ...]:
