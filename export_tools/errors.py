@@ -7,6 +7,7 @@
 | :class:`OpsetConversionError` | an op has no form at the requested opset | 2 |
 | :class:`ModelLoadError` | ONNX Runtime CPU refuses the file itself | 2 |
 | :class:`LocalFunctionsUnsupportedError` | the runtime reads no ONNX functions: re-export inline | 2 |
+| :class:`VerificationError` | a transformed file (``kpx simplify``, ``kpx repair``) computes something else | 1 |
 | :class:`RunFailedError` | a runtime crashed, hung, ran out of memory or raised on the model | 1 |
 | :class:`RunnerUnavailableError` | a requested runtime or package is missing here (fix: install) | 3 |
 | anything else | a kpx bug: "please report it", traceback with ``-v`` | 4 |
@@ -59,6 +60,10 @@ class RunFailedError(KpxError, RuntimeError):
     def crashed(self) -> bool:
         """The process died by a signal (not a time or memory limit): worth retrying with safer options."""
         return self.what.startswith("crashed")
+
+
+class VerificationError(KpxError, RuntimeError):
+    """A transformed file (simplified, repaired) does not compute what the original did; it was not written."""
 
 
 class RunnerUnavailableError(KpxError, RuntimeError):

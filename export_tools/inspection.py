@@ -65,7 +65,16 @@ def inspect_model(model) -> dict[str, Any]:
         form = "inline"
     else:
         form = "no kpx ops"
+    problems = []
+    if any(not op["function"] for op in kpx_ops):  # onnx.version_converter drops them
+        problems.append(("kpx nodes without function bodies: no runtime can run them",
+                         "kpx repair FILE -o FIXED.onnx (re-attaches the bodies at the file's opset)"))  # fmt: skip
+    if kpx_nodes and "kpx.ops" not in meta:  # onnx-graphsurgeon and polygraphy drop metadata_props
+        problems.append(("the kpx metadata is gone (a graph tool dropped it): kpx inspect --target tensorrt-* "
+                         "has no export sizes for its shape profiles", "kpx repair FILE -o FIXED.onnx restores "
+                         "kpx.version/kpx.ops; give the sizes with --profile NAME=MIN:OPT:MAX"))  # fmt: skip
     return {
+        "problems": problems,
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [_value(v) for v in model.graph.input],
@@ -93,6 +102,8 @@ def format_inspection(info: dict[str, Any]) -> str:
     for op in kpx["ops"]:
         body = "function body attached" if op["function"] else "NO function body"
         lines.append(f"  {DOMAIN}.{op['op_type']} v{op['domain_version']} x{op['count']}: {body}")
+    for problem, fix in info["problems"]:
+        lines += [f"PROBLEM: {problem}", f"  fix: {fix}"]
     if kpx["form"] == "inline":
         lines.append(f"  inlined into standard ONNX: {', '.join(kpx['exported_ops'])}")
     if info["functions"]:

@@ -304,7 +304,15 @@ def build_function(kpx, op):
         align_corners: int = 1,
         instances: int = 0,
     ):
-        p = op.Cast(keypoints, to=FLOAT)  # (B, [I,] K, 2)
+        # one rank for both layouts, so that shape inference (and the graph tools built on it) sees the
+        # output rank: keypoints (B, I', K, 2) and visibility (B, I', K), I' = 1 without instances
+        inst = op.Cast(instances, to=BOOL)
+        one = op.Constant(value_ints=[1])
+        i_dim = op.Where(inst, op.Shape(keypoints, start=1, end=2), one)
+        p_shape = op.Concat(op.Shape(keypoints, start=0, end=1), i_dim, op.Shape(keypoints, start=-2), axis=0)
+        v_shape = op.Concat(op.Shape(visibility, start=0, end=1), i_dim, op.Shape(visibility, start=-1), axis=0)
+        p = op.Reshape(op.Cast(keypoints, to=FLOAT), p_shape, allowzero=1)  # B or K may be 0
+        vis = op.Reshape(op.Cast(visibility, to=FLOAT), v_shape, allowzero=1)
         s = op.Cast(sigma, to=FLOAT)  # () or (K,)
         hw = op.Constant(value_ints=size)
         h = op.Slice(hw, [0], [1])
@@ -319,33 +327,35 @@ def build_function(kpx, op):
         scale = op.Unsqueeze(op.Min(op.Reciprocal(s * 1.4142135), op.Constant(value_float=3.4028235e38)), [-1])
         # valid: finite (p - p == 0), window overlaps the map, sigma > 0, visible
         ok = op.And(op.Equal(p - p, 0.0), op.And(centre + radius >= 0.0, centre - radius <= n - 1.0))
-        valid = op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1]))  # (B, [I,] K, 1)
-        valid = op.And(valid, op.Unsqueeze(op.And(s > 0.0, op.Cast(visibility, to=FLOAT) >= 0.5), [-1]))
+        valid = op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1]))  # (B, I', K, 1)
+        valid = op.And(valid, op.Unsqueeze(op.And(s > 0.0, vis >= 0.5), [-1]))
         zero = op.Constant(value_float=0.0)
         u = op.Cast(op.Range(0, op.Squeeze(w), 1), to=FLOAT)
         dx = (u - op.Slice(mu, [0], [1], [-1])) * scale
         inside_x = op.Abs(u - op.Slice(centre, [0], [1], [-1])) <= radius
-        gx = op.Where(op.And(inside_x, valid), op.Exp(-(dx * dx)), zero)  # (B, [I,] K, W)
+        gx = op.Where(op.And(inside_x, valid), op.Exp(-(dx * dx)), zero)  # (B, I', K, W)
         v = op.Cast(op.Range(0, op.Squeeze(h), 1), to=FLOAT)
         dy = (v - op.Slice(mu, [1], [2], [-1])) * scale
         inside_y = op.Abs(v - op.Slice(centre, [1], [2], [-1])) <= radius
-        gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy)), zero)  # (B, [I,] K, H)
-        weights = op.CastLike(op.Squeeze(valid, [-1]), keypoints)
+        gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy)), zero)  # (B, I', K, H)
+        weights = op.CastLike(op.Squeeze(valid, [-1]), keypoints)  # (B, I', K)
         # The per-axis vectors are cast to the output dtype before the outer product: a full-size
         # Cast after it is not removed by ORT even for float32 (it measured 2x the MatMul itself).
         col = op.Unsqueeze(op.CastLike(gy, keypoints), [-1])
         row = op.Unsqueeze(op.CastLike(gx, keypoints), [-2])
-        # instances (rank 4): element-wise max over axis 1 (a non-negative axis: empty inputs stay safe).
-        # The condition is an attribute, so runtimes fold this If away at load time. Max(., 0) maps the
-        # -inf of a max over zero instances to 0 and changes nothing else (every value is >= 0).
+        maps = op.MatMul(col, row)  # (B, I', K, H, W)
+        # instances: element-wise max over axis 1 (a non-negative axis: empty inputs stay safe); without,
+        # the axis of size 1 is squeezed away (free). The condition is an attribute, so runtimes fold this
+        # If away at load time; both branches have the same rank, so shape inference follows it. Max(., 0)
+        # maps the -inf of a max over zero instances to 0 and changes nothing else (every value is >= 0).
         # axes by keyword: onnxscript makes it an input at opset >= 18 and the attribute below 18.
-        if op.Cast(instances, to=BOOL):
-            maps = op.Max(op.ReduceMax(op.MatMul(col, row), axes=[1], keepdims=0), op.CastLike(zero, keypoints))
+        if inst:
+            out_maps = op.Max(op.ReduceMax(maps, axes=[1], keepdims=0), op.CastLike(zero, keypoints))
             out_weights = op.Max(op.ReduceMax(weights, axes=[1], keepdims=0), op.CastLike(zero, weights))
         else:
-            maps = op.MatMul(col, row)
-            out_weights = op.Identity(weights)
-        return maps, out_weights
+            out_maps = op.Squeeze(maps, [1])
+            out_weights = op.Squeeze(weights, [1])
+        return out_maps, out_weights
 
     return GaussianHeatmaps
 

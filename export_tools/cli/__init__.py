@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from export_tools.cli import bench, check, doctor, export, inspect, ops
+from export_tools.cli import bench, check, doctor, export, inspect, ops, repair, simplify
 from export_tools.cli._common import Log, Progress
 from export_tools.errors import (
     CHECK_FAILED,
@@ -30,10 +30,11 @@ from export_tools.errors import (
     RunFailedError,
     RunnerUnavailableError,
     UsageError,
+    VerificationError,
     one_line,
 )
 
-SUBCOMMANDS = (ops, export, check, inspect, doctor, bench)
+SUBCOMMANDS = (ops, export, check, inspect, simplify, repair, doctor, bench)
 
 __all__ = ["SUBCOMMANDS", "Log", "Progress", "build_parser", "main"]
 
@@ -123,7 +124,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except RunnerUnavailableError as exc:
         log.error(str(exc))
         return ENVIRONMENT
-    except RunFailedError as exc:
+    except (RunFailedError, VerificationError) as exc:
         log.error(str(exc))
         return CHECK_FAILED
     except KeyboardInterrupt:

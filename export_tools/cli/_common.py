@@ -223,7 +223,7 @@ def file_inputs(args: argparse.Namespace, model: bytes) -> dict[str, tuple[Any, 
     """Named input sets for an ONNX file, each with facts for the report: ``--inputs x.npz``; or seeded random
     inputs sized by ``--dim``; or, for the symbolic dims ``--dim`` leaves out, the sizes kpx recorded at export
     (``kpx.example_shapes``), checked once more with each of those dims one larger (as ``export --check``)."""
-    from export_tools.parity.inputs import load_npz, recorded_dims
+    from export_tools.parity.inputs import input_sets, load_npz
 
     if args.inputs:
         try:
@@ -238,25 +238,12 @@ def file_inputs(args: argparse.Namespace, model: bytes) -> dict[str, tuple[Any, 
         if name in dims:
             raise UsageError(f"--dim {name!r} is given twice; give each dim once")
         dims[name] = int(size)
-    recorded = {k: v for k, v in recorded_dims(model).items() if k not in dims}
-    sets = {"inputs": _random_set(args, model, {**recorded, **dims}, args.seed)}
-    if recorded:
-        larger = {**dims, **{k: v + 1 for k, v in recorded.items()}}
-        label = "resized " + ",".join(f"{k}={v}" for k, v in larger.items() if k in recorded)
-        sets[label] = _random_set(args, model, larger, args.seed + 1)
-    return sets
-
-
-def _random_set(args: argparse.Namespace, model: bytes, dims: dict[str, int], seed: int) -> tuple[Any, dict]:
-    from export_tools.parity.inputs import random_inputs
-
     try:
-        feeds = random_inputs(model, dims=dims, seed=seed, max_mb=args.max_input_mb)
+        return input_sets(model, dims=dims, seed=args.seed, max_mb=args.max_input_mb)
     except ValueError as exc:
         raise UsageError(f"{exc} (CLI: --dim NAME=SIZE, or --inputs file.npz)") from None
     except MemoryError:
         raise UsageError("the inputs do not fit in memory; give smaller --dim sizes") from None
-    return feeds, {"seed": seed, "dims": dims}
 
 
 def load_pytorch(args: argparse.Namespace, log: Log):

@@ -30,6 +30,7 @@ from export_tools.errors import CHECK_FAILED, OK, UsageError
 
 def configure(p: argparse.ArgumentParser) -> None:
     from export_tools.exporter import EMIT_MODES
+    from export_tools.postprocess import SIMPLIFIERS
 
     p.add_argument("model", metavar="MODEL", help="package.module:factory, path/to/file.py:factory or builtin:<op>")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
@@ -40,6 +41,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="function: kpx nodes with bodies; inline: standard ONNX only")  # fmt: skip
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--force", action="store_true", help="overwrite an existing output (and --report)")
+    p.add_argument("--simplify", choices=SIMPLIFIERS, help="simplify with this tool, keeping kpx bodies and "
+                   "metadata; refused unless ONNX Runtime outputs stay equal (see `kpx simplify`)")  # fmt: skip
     p.add_argument("--check", action="store_true", help="run the parity harness right after the export")
     add_check_options(p)
 
@@ -65,6 +68,11 @@ def run(args: argparse.Namespace, log: Log) -> int:
     log.debug(f"exporting {loaded.source} with opset {args.opset}, emit={args.emit}, dynamic={dynamic}")
     proto = export_model(loaded, example, dynamic, input_names, log, opset=args.opset, emit=args.emit, dtype=dtype)
     progress.step("exported")
+    if args.simplify:
+        from export_tools.postprocess import simplify
+
+        proto, simplified = simplify(proto, args.simplify)
+        log.info(simplified.text())
     try:
         save_atomic(proto, out, overwrite=args.force)
     except OSError as exc:

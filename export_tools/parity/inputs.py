@@ -64,6 +64,24 @@ def recorded_dims(model: bytes) -> dict[str, int]:
     return dims
 
 
+def input_sets(
+    model: bytes, *, dims: Mapping[str, int] | None = None, seed: int = 0, max_mb: float = MAX_INPUT_MB
+) -> dict[str, tuple[tuple[np.ndarray, ...], dict]]:
+    """Named seeded input sets for ``model``, each with its facts: at ``dims`` plus, for the symbolic dims
+    ``dims`` leaves out, the sizes kpx recorded at export (:func:`recorded_dims`); and when some were
+    recorded, once more with each of those one larger (a size baked into a graph shows there)."""
+    dims = dict(dims or {})
+    recorded = {k: v for k, v in recorded_dims(model).items() if k not in dims}
+    at = {**recorded, **dims}
+    sets = {"inputs": (random_inputs(model, dims=at, seed=seed, max_mb=max_mb), {"seed": seed, "dims": at})}
+    if recorded:
+        larger = {**dims, **{k: v + 1 for k, v in recorded.items()}}
+        label = "resized " + ",".join(f"{k}={v}" for k, v in larger.items() if k in recorded)
+        sets[label] = (random_inputs(model, dims=larger, seed=seed + 1, max_mb=max_mb), {"seed": seed + 1,
+                                                                                          "dims": larger})  # fmt: skip
+    return sets
+
+
 def random_inputs(
     model: bytes, *, dims: Mapping[str, int] | None = None, seed: int = 0, max_mb: float = MAX_INPUT_MB
 ) -> tuple[np.ndarray, ...]:

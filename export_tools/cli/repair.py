@@ -1,0 +1,55 @@
+"""give a kpx file its function bodies and metadata back, or convert its opset the kpx way
+
+For files a tool damaged: onnx.version_converter drops every kpx function body (ONNX Runtime then refuses
+the file); onnx-graphsurgeon and polygraphy drop the kpx metadata. The kpx nodes get their bodies authored
+at the file's opset (or --opset: the graph is converted with the bodies set aside, then bodies authored at
+the target are attached), the metadata is rewritten from the nodes, and the result is checked on ONNX
+Runtime against a float64 evaluation of itself before it is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from export_tools.cli._common import Log, add_input_file_options, add_max_input, file_inputs, read_model
+from export_tools.errors import CHECK_FAILED, OK, UsageError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", required=True, help="the repaired .onnx file to write")
+    p.add_argument("--opset", type=int, help="convert to this default-domain opset (15-21; default: the file's)")
+    add_input_file_options(p)
+    add_max_input(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+
+def run(args: argparse.Namespace, log: Log) -> int:
+    import onnx
+
+    from export_tools.exporter import save_atomic
+    from export_tools.files import check_output_path, describe_os_error
+    from export_tools.graph import default_opset
+    from export_tools.parity import check_parity
+    from export_tools.postprocess import node_count, repair
+
+    out = check_output_path(args.output, overwrite=args.force, inputs=[args.model, args.inputs], flag="-o")
+    model = onnx.load_from_string(read_model(args.model))
+    try:
+        fixed = repair(model, opset=args.opset)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    sets = file_inputs(args, fixed.SerializeToString())
+    report = check_parity(None, {name: feeds for name, (feeds, _) in sets.items()}, model=fixed,
+                          input_meta={name: meta for name, (_, meta) in sets.items()})  # fmt: skip
+    print(report.table())
+    if not report.passed:
+        log.error("the repaired file does not pass its check on ONNX Runtime; nothing written")
+        return CHECK_FAILED
+    try:
+        save_atomic(fixed, out, overwrite=args.force)
+    except OSError as exc:
+        raise UsageError(describe_os_error(exc, out, "the model")) from None
+    print(f"wrote {out} (opset {default_opset(model)} -> {default_opset(fixed)}, {len(fixed.functions)} kpx "
+          f"function bodies, {node_count(fixed)} nodes)")  # fmt: skip
+    return OK
