@@ -52,7 +52,8 @@ def coordinate_grid(
     """``(x, y)`` of every pixel in row-major order. Returns ``(2, H*W)``."""
     xs = axis_coords(width, normalized, align_corners, device=device, dtype=dtype)
     ys = axis_coords(height, normalized, align_corners, device=device, dtype=dtype)
-    return torch.stack([xs.repeat(height), ys.repeat_interleave(width)])
+    # broadcasts, not repeat/repeat_interleave: traced with symbolic sizes they stay symbolic
+    return torch.stack([xs.expand(height, width).reshape(-1), ys.unsqueeze(1).expand(height, width).reshape(-1)])
 
 
 @functools.lru_cache(maxsize=64)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from custom_ops import __version__
+from custom_ops.ops._common import kpx_export
 from custom_ops.registry import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
 from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
 from export_tools.errors import ExportError, OpsetConversionError, strip_ansi
@@ -259,7 +260,7 @@ def trace(
     was_training = model.training
     model.eval()
     try:
-        with _quiet_exporter() as log:
+        with _quiet_exporter() as log, kpx_export():
             program = torch.onnx.export(
                 model, args, dynamo=True, opset_version=max(opset, EXPORT_OPSET), dynamic_shapes=dynamic_shapes,
                 custom_translation_table=translation_table(), input_names=input_names,

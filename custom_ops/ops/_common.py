@@ -11,14 +11,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from custom_ops.conventions import cached_coordinate_grid
+from custom_ops.conventions import cached_coordinate_grid, coordinate_grid
 from custom_ops.registry import OnnxAttribute
 
 # --- ONNX element types (onnx.TensorProto.<NAME>) ---------------------------------------------------------
@@ -68,9 +70,31 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+_KPX_EXPORT = contextvars.ContextVar("kpx_export", default=False)
+
+
+@contextlib.contextmanager
+def kpx_export() -> Iterator[None]:
+    """Marks a trace as kpx's own export (``export_tools.exporter.trace``): kpx ops then become one ``kpx`` node
+    each. Any other trace (stock ``torch.onnx.export``, ``torch.export``, ``torch.jit.trace``, ``torch.compile``)
+    sees the plain reference: standard ops, the same numbers."""
+    token = _KPX_EXPORT.set(True)
+    try:
+        yield
+    finally:
+        _KPX_EXPORT.reset(token)
+
+
 def is_exporting() -> bool:
-    """True while torch.export (and so torch.onnx dynamo export) traces the model."""
-    return bool(torch.compiler.is_exporting())
+    """True while kpx's exporter traces the model (torch.export inside :func:`kpx_export`)."""
+    return bool(torch.compiler.is_exporting()) and _KPX_EXPORT.get()
+
+
+def tracing() -> bool:
+    """True while any tracer records the reference (torch.export/dynamo, ``torch.jit.trace``): the references
+    then take paths without caches, Python-side size arithmetic or ``out=`` buffers, so the graph stays
+    correct at every size."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling())
 
 
 # --- softmax temperature -----------------------------------------------------------------------------------
@@ -110,7 +134,10 @@ COORDINATE_ATTRIBUTES = (
 
 def expectation_flat(probs: Tensor, height: int, width: int, normalized: bool, align_corners: bool) -> Tensor:
     """``(..., H*W)`` probabilities -> ``(..., 2)`` expected ``(x, y)``, in ``probs``'s dtype."""
-    grid = cached_coordinate_grid(height, width, normalized, align_corners, probs.device, probs.dtype)
+    if tracing():  # sizes may be symbolic: build the grid in the graph
+        grid = coordinate_grid(height, width, normalized, align_corners, device=probs.device, dtype=probs.dtype)
+    else:
+        grid = cached_coordinate_grid(height, width, normalized, align_corners, probs.device, probs.dtype)
     return F.linear(probs, grid)
 
 

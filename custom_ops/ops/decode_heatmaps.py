@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, compute_dtype, is_exporting, validate_tensor
+from custom_ops.ops._common import FLOAT, compute_dtype, is_exporting, tracing, validate_tensor
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 _NEG_INF = float("-inf")
@@ -108,19 +108,32 @@ def reflect101_index(n: int, radius: int, *, device: torch.device | None = None)
     """Source index of each of the ``n + 2 radius`` pixels of an axis padded by ``radius`` (reflect-101).
 
     Repeats the reflection as often as needed (period ``2 (n - 1)``; an axis of size 1 repeats its pixel).
+    Tensor arithmetic only, so that a trace with a symbolic ``n`` stays correct at every size.
     """
     i = torch.arange(-radius, n + radius, device=device)
-    period = max(2 * (n - 1), 1)
+    period = (torch.ones((), dtype=i.dtype, device=device) * (2 * n - 2)).clamp(min=1)
     m = torch.remainder(i, period)
     return torch.where(m < n, m, period - m)
 
 
+_STENCIL_X = (0, -1, 1, 0, 0, -1, 1, -1, 1)
+_STENCIL_Y = (0, 0, 0, -1, 1, -1, -1, 1, 1)
+
+
+def _stencil_offsets(width: int, device: torch.device) -> Tensor:
+    """Flat-index offsets of the 3x3 stencil: centre, x-1, x+1, y-1, y+1, then the corners
+    (x-1,y-1), (x+1,y-1), (x-1,y+1), (x+1,y+1). Memoised eagerly; built from ``width`` in a trace."""
+    if tracing():
+        dx = torch.tensor(_STENCIL_X, device=device)
+        return dx + torch.tensor(_STENCIL_Y, device=device) * width
+    return _stencil(width, device)
+
+
 @functools.lru_cache(maxsize=64)
 def _stencil(width: int, device: torch.device) -> Tensor:
-    """Flat-index offsets of the 3x3 stencil: centre, x-1, x+1, y-1, y+1, then the corners
-    (x-1,y-1), (x+1,y-1), (x-1,y+1), (x+1,y+1). Memoised; do not modify it."""
+    """:func:`_stencil_offsets` for eager calls, memoised; do not modify it."""
     with torch.inference_mode(False):
-        return torch.tensor([0, -1, 1, -width, width, -width - 1, -width + 1, width - 1, width + 1], device=device)
+        return torch.tensor([x + y * width for x, y in zip(_STENCIL_X, _STENCIL_Y)], device=device)
 
 
 def _blur(maps: Tensor, blur_kernel: int) -> Tensor:
@@ -136,7 +149,7 @@ def _blur(maps: Tensor, blur_kernel: int) -> Tensor:
 def _quarter_offset(clean: Tensor, index: Tensor, col: Tensor, row: Tensor, height: int, width: int) -> Tensor:
     """0.25 px towards the larger neighbour, per axis where both neighbours exist. ``(B, K, 2)``."""
     hw = height * width
-    near = clean.gather(2, (index + _stencil(width, clean.device)[1:5]).clamp(0, hw - 1))
+    near = clean.gather(2, (index + _stencil_offsets(width, clean.device)[1:5]).clamp(0, hw - 1))
     left, right, up, down = near.unbind(-1)
     sx = (right > left).to(clean.dtype) - (left > right).to(clean.dtype)
     sy = (down > up).to(clean.dtype) - (up > down).to(clean.dtype)
@@ -153,7 +166,7 @@ def _dark_offset(
     source = torch.where(torch.isfinite(flat), flat, 0.0)
     blurred = _blur(source.reshape(batch * keys, 1, height, width), blur_kernel).reshape(batch, keys, hw)
     scale = score / blurred.amax(-1, keepdim=True)  # (B, K, 1): blurred max -> the original max
-    v = blurred.gather(2, (index + _stencil(width, flat.device)).clamp(0, hw - 1)) * scale
+    v = blurred.gather(2, (index + _stencil_offsets(width, flat.device)).clamp(0, hw - 1)) * scale
     v = torch.where(v > LOG_FLOOR, v, LOG_FLOOR)  # log(max(v, 1e-10)); NaN -> the floor too
     # The derivatives only need differences of logs: log(v / v_centre) keeps them exact to float32 rounding
     # for any magnitude of the map (log(v) itself is ~69 for values ~1e30 and would lose ~5 digits).
@@ -181,7 +194,8 @@ def reference(heatmaps: Tensor, refine: int, blur_kernel: int) -> tuple[Tensor, 
     clean = torch.where(torch.isnan(flat), _NEG_INF, flat)
     index = clean.argmax(-1, keepdim=True)  # (B, K, 1): the first maximum
     score = clean.gather(2, index)
-    col, row = (index % width).squeeze(-1), (index // width).squeeze(-1)
+    row = torch.div(index, width, rounding_mode="floor")  # (not %: the ONNX exporter cannot take a symbolic width)
+    col, row = (index - row * width).squeeze(-1), row.squeeze(-1)
     xy = torch.stack([col, row], -1).to(dtype)
     if refine == 1:
         xy = xy + _quarter_offset(clean, index, col, row, height, width)

@@ -39,23 +39,25 @@ from custom_ops.ops._common import (
     compute_dtype,
     is_exporting,
     positive_scalar,
+    tracing,
     validate_tensor,
 )
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 
-@functools.lru_cache(maxsize=64)
 def _axes(height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Per-size constants: pixel index ``u`` of the x axis then the y axis ``(W + H,)``, and the
-    last pixel ``(W - 1, H - 1)``.
+    last pixel ``(W - 1, H - 1)``."""
+    u = torch.cat([torch.arange(width, device=device), torch.arange(height, device=device)]).to(dtype)
+    return u, torch.tensor([width - 1, height - 1], device=device, dtype=dtype)
 
-    Memoised (outside inference mode, like the coordinate grids; no host-to-device copy per call on
-    CUDA); do not modify the tensors.
-    """
+
+@functools.lru_cache(maxsize=64)
+def _cached_axes(height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """:func:`_axes`, memoised for eager calls (outside inference mode, like the coordinate grids; no
+    host-to-device copy per call on CUDA); do not modify the tensors."""
     with torch.inference_mode(False):
-        u = torch.cat([torch.arange(width, device=device), torch.arange(height, device=device)]).to(dtype)
-        last = torch.tensor([width - 1, height - 1], device=device, dtype=dtype)
-    return u, last
+        return _axes(height, width, device, dtype)
 
 
 def _per_pixel(xy: Tensor, width: int, height: int) -> Tensor:
@@ -98,7 +100,7 @@ def _integer_centre_maps(
     padded ends of the table are 0 and catch every pixel outside the window.
     """
     half = math.floor(radius)
-    u, last = _axes(height, width, p.device, p.dtype)
+    u, last = _cached_axes(height, width, p.device, p.dtype)
     centre = torch.floor(p + 0.5)
     valid = valid & ((centre >= -half) & (centre <= last + half)).all(-1)  # the window meets the map
     centre = torch.where(valid.unsqueeze(-1), centre, -(half + 1.0))  # invalid: every pixel off the table
@@ -123,14 +125,16 @@ def reference(
     Both axes are computed at once on a ``(..., W + H)`` axis (few, small ops: at the benchmark
     sizes the call is otherwise bound by per-op overhead), then one outer product writes the maps.
     A Python-number sigma without ``subpixel`` takes :func:`_integer_centre_maps` (a table lookup,
-    bit-identical values; tests compare it with this general path).
+    bit-identical values; tests compare it with this general path). In a trace (stock ``torch.onnx``,
+    ``torch.export``, ``torch.jit.trace``) the general path runs without caches or output buffers.
     """
     height, width = size
     dtype = compute_dtype(keypoints.dtype)
+    traced = tracing()
     # The full-size output is allocated before any temporary, so that it can reuse the block
     # freed by the previous call; allocated after them it lands in fresh pages (page faults
     # made the whole call 3-6x slower in the benchmark).
-    maps = torch.empty(*keypoints.shape[:-1], height, width, dtype=dtype, device=keypoints.device)
+    maps = None if traced else torch.empty(*keypoints.shape[:-1], height, width, dtype=dtype, device=keypoints.device)
     p = keypoints.to(dtype)
     if normalized_coordinates:
         p = normalized_to_pixel(p, (height, width), align_corners=align_corners)
@@ -141,21 +145,23 @@ def reference(
         valid = valid & sigma_ok
         sigma = torch.where(sigma_ok, sigma, 1.0).unsqueeze(-1)  # (1,) or (K, 1): per keypoint, then per pixel
         radius, scale = _window_terms(sigma, truncate)
+    elif traced:  # the same float arithmetic as _number_terms, on tensors the tracer records as constants
+        radius, scale = _window_terms(torch.tensor(float(sigma), dtype=dtype, device=p.device), truncate)
     else:
         radius, scale = _number_terms(float(sigma), truncate, dtype)
     if visibility is not None:
         valid = valid & (visibility.to(device=p.device, dtype=dtype) >= 0.5)
-    if not (subpixel or isinstance(sigma, Tensor)) and radius <= 2 * (height + width):  # table stays small
+    if not (traced or subpixel or isinstance(sigma, Tensor)) and radius <= 2 * (height + width):  # table stays small
         heatmaps, valid = _integer_centre_maps(p, valid, radius, scale, height, width, maps)
         return _merge_instances(heatmaps, valid.to(dtype), instances, keypoints.dtype)
     centre = torch.floor(p + 0.5)
     # the window [c - r, c + r] meets [0, n - 1] iff the map pixel nearest to c is within r of it
-    u, last = _axes(height, width, p.device, dtype)
+    u, last = _axes(height, width, p.device, dtype) if traced else _cached_axes(height, width, p.device, dtype)
     nearest = torch.minimum(centre.clamp(min=0), last)
     valid = valid & ((nearest - centre).abs() <= radius).all(-1)
     keep = valid.unsqueeze(-1)  # invalid keypoints: finite stand-ins and an empty window
     centre = torch.where(keep, centre, 0.0)
-    window = torch.where(valid, radius.squeeze(-1) if isinstance(radius, Tensor) else radius, -1.0)
+    window = torch.where(valid, radius.squeeze(-1) if isinstance(radius, Tensor) and radius.dim() else radius, -1.0)
     c = _per_pixel(centre, width, height)  # (..., W + H): each pixel's own axis
     d = u - (_per_pixel(torch.where(keep, p, 0.0), width, height) if subpixel else c)
     mask = ((u - c).abs() <= window.unsqueeze(-1)).to(dtype)
@@ -163,13 +169,15 @@ def reference(
     # z is 0 outside the window, so exp never sees the large negative arguments it is 10-30x slower on.
     z = d * mask * scale
     g = torch.exp(-(z * z)) * mask
-    heatmaps = torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps)
+    heatmaps = torch.mul(
+        g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), **({} if traced else {"out": maps})
+    )
     return _merge_instances(heatmaps, valid.to(dtype), instances, keypoints.dtype)
 
 
 def _merge_instances(heatmaps: Tensor, weights: Tensor, instances: bool, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Element-wise max over the instance axis (zero instances: nothing rendered), then the output dtype."""
-    if instances and heatmaps.shape[1] == 0:
+    if instances and not tracing() and heatmaps.shape[1] == 0:
         heatmaps = heatmaps.new_zeros(heatmaps.shape[:1] + heatmaps.shape[2:])
         weights = weights.new_zeros(weights.shape[:1] + weights.shape[2:])
     elif instances:

@@ -28,6 +28,7 @@ from custom_ops.ops._common import (
     positive_scalar,
     scaled_softmax,
     temperature_divide,
+    tracing,
     validate_tensor,
 )
 from custom_ops.registry import OnnxInput, OpSpec, Sample, register
@@ -45,6 +46,10 @@ def reference(
     """Plain torch definition. ``input (B, N, H, W)`` -> ``(B, N, 2)``."""
     batch, channels, height, width = input.shape
     logits = input.to(compute_dtype(input.dtype)).reshape(batch * channels, height * width)
+    if tracing():  # sizes may be symbolic: one block, the same maths
+        coords = expectation_flat(scaled_softmax(logits, temperature, temperature_divide), height, width,
+                                  normalized_coordinates, align_corners)  # fmt: skip
+        return coords.reshape(batch, channels, 2).to(input.dtype)
     rows = max(1, _BLOCK_ELEMENTS // max(height * width, 1))
     blocks = [
         expectation_flat(
