@@ -350,6 +350,11 @@ def export(
 ):
     """Exports ``model`` called on ``args`` to an ONNX file at ``path``.
 
+    Stock ``torch.onnx.export`` also exports kpx modules (a kpx op traces its plain reference there: standard
+    ONNX, the same numbers). This exporter adds one ``kpx`` node per op call with its function body (or its
+    inlining), opsets 15-21, fp16 computed in float32 inside, the full ONNX checker, an atomic write, the
+    export sizes in the metadata, and the traps of :mod:`export_tools.traps` caught before anything is written.
+
     Args:
         model: any ``nn.Module``; calls of kpx ops become ``kpx`` nodes.
         args: example inputs (a tuple, or one tensor).
