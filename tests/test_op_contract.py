@@ -36,6 +36,7 @@ import pytest
 import torch
 
 from custom_ops import DOMAIN, get_op, list_ops
+from custom_ops.ops._common import kpx_export
 from custom_ops.registry import DEFAULT_OPSET, OpSpec, Sample
 from export_tools import EMIT_MODES, kpx_nodes
 from export_tools.exporter import finalize, trace
@@ -534,7 +535,8 @@ def exported(name: str, emit: str) -> tuple[Calls, OrtModel]:
 def torch_op_attributes(name: str) -> list[dict[str, Any]]:
     """Per call of the all-samples module, the attributes its torch op call encodes (``torch.export``)."""
     spec, model = get_op(name), calls_model(name)
-    program = torch.export.export(model, model.feeds(model.sample_arguments()), strict=False)
+    with kpx_export():  # inside kpx's exporter a kpx op is its torch custom op (elsewhere: the reference)
+        program = torch.export.export(model, model.feeds(model.sample_arguments()), strict=False)
     names = [p.name for p in spec.inputs] + [a.name for a in spec.attributes]
     calls = [n for n in program.graph.nodes if n.op == "call_function" and n.target == spec.torch_op.default]
     out = []
