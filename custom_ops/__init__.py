@@ -16,6 +16,7 @@ __all__ = [
     "__version__",
     "get_op",
     "list_ops",
+    "simcc_visibility",  # noqa: F405 (from custom_ops.ops: a plain-torch helper, not a registered op)
     "translation_table",
 ]
 __all__ += sorted(name for spec in list_ops() for name in (spec.name, spec.onnx_op_type))

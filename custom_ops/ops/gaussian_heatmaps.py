@@ -1,24 +1,51 @@
-"""gaussian_heatmaps: keypoints to MSRA/HRNet-style training-target heatmaps, vectorised.
+"""gaussian_heatmaps: keypoints to MSRA/HRNet/mmpose-style training-target heatmaps, vectorised.
 
 ``keypoints (B, K, 2)`` or ``(B, I, K, 2)`` (instances, merged by element-wise
 max), ``size = (H, W)``, ``sigma`` -> ``heatmaps (B, K, H, W)``, ``weights (B, K)``.
 
 Definition (docs/spec.md): centre ``c = floor(p + 0.5)`` per axis; the Gaussian is
-centred at ``c`` (or at ``p`` itself with ``subpixel=True``, UDP) and is
-non-zero only in the square window ``|u - cx| <= truncate*sigma``,
-``|v - cy| <= truncate*sigma``; peak value 1. With integer ``3*sigma`` this is
-exactly the classic per-keypoint window copy.
+centred at ``g = c`` (or at ``g = p`` itself with ``subpixel=True``, UDP), has peak 1,
+and is non-zero only on its window, with ``r = truncate * sigma``:
 
-The value ``exp(-((u-gx)^2 + (v-gy)^2) / (2 sigma^2))`` on a square window is
+- ``window="symmetric"`` (default): pixels with ``|u - cx| <= r`` and ``|v - cy| <= r``.
+  With integer ``3*sigma`` this is exactly the classic per-keypoint window copy.
+- ``window="mmpose"``: offsets ``u - cx`` (and ``v - cy``) in ``[-ceil(r), floor(r)]``, mmpose's
+  ``generate_gaussian_heatmaps`` / ``generate_udp_gaussian_heatmaps`` window (an array of
+  ``ceil(2r + 1)`` pixels starting at ``c - ceil(r)``); one pixel wider on the left/top than
+  ``"symmetric"`` when ``r`` is not a whole number (sigma 1.5, 2.5), the same otherwise.
+- ``window="full"``: every pixel of the map (no truncation). The keypoint is kept when
+  ``-(r + 1) <= g < n + r`` on both axes (``n`` = W or H): mmpose's test in
+  ``generate_unbiased_gaussian_heatmaps`` (DARK), where the span ``[g - r, g + r + 1)`` is tested
+  against ``[0, n)``. With ``subpixel=True`` this is DARK's target.
+
+The windowed modes keep a keypoint when its window has a pixel on the map.
+
+Weights: 1 for a rendered keypoint, else 0 (default). With ``visibility_weights=True`` a keypoint's
+weight is its visibility, as mmpose copies ``keypoints_visible`` into ``keypoint_weights``, and 0 where
+a visibility >= 0.5 is not rendered (not finite, off the map, bad tensor sigma). A visibility below 0.5 is
+not rendered but keeps its weight wherever the keypoint is (mmpose skips it before any other test); a
+visibility that is not > 0 (negative, NaN) weighs 0. Bool or 0/1 visibility: the same 0/1 weights in both modes.
+``keypoint_weights (K,)`` (mmpose's ``dataset_keypoint_weights``) multiplies the merged weights; it does
+not change what is rendered. It is not part of the kpx node: the exporter writes one ``Mul`` (float32)
+after it, as mmpose's ``GenerateTarget`` multiplies after its encoder.
+
+The value ``exp(-((u-gx)^2 + (v-gy)^2) / (2 sigma^2))`` on a rectangular window is
 separable, so each map is the outer product of two masked per-axis vectors: one
 full-size write, no loop over keypoints, no per-keypoint host synchronisation.
 
 Decisions: zero instances ``(B, 0, K, 2)`` render zero maps with weight 0. A
-keypoint gets weight 0 and an all-zero map when its visibility is
-< 0.5, a coordinate is not finite, its window misses the map entirely, or its
-sigma (as a tensor) is not > 0 (a Python sigma <= 0 raises). The classic code
-keeps weight 1 for a window that ends exactly one pixel before the map (it
-tests ``br < 0`` on an exclusive bound); kpx gives it weight 0, as nothing is drawn.
+keypoint gets an all-zero map (and weight 0, but see ``visibility_weights`` above) when its
+visibility is < 0.5, a coordinate is not finite, its window misses the map entirely (``"full"``: the
+test above), or its sigma (as a tensor) is not finite and > 0 (a Python sigma <= 0 raises). The classic
+code keeps weight 1 for a window that ends exactly one pixel before the map (it tests ``br < 0`` on an
+exclusive bound); kpx gives it weight 0, as nothing is drawn. Where mmpose's windowed generators differ
+from ``window="mmpose"``, kpx does not follow them (docs/spec.md): they round with ``int(p + 0.5)``
+(toward zero) instead of ``floor``; they start the window at ``int(c - r)``, which truncates toward zero
+when ``c < r``, so for non-whole ``r`` the whole Gaussian lands 1 px right of (below) its centre for keypoints
+within ``r`` of the left (top) edge (a bug); for ``r`` with a fractional part in ``(0, 0.5)`` (e.g. sigma
+1.1) their peak lands 1 px left/up of ``c`` everywhere (``x0 = floor(r + 0.5)`` vs the window's
+``ceil(r)``); and they keep the weight of windows ending 1 or 2 px before the map (``br < 0`` after
+truncation). kpx always centres the Gaussian at ``g``.
 ``size`` is static (a node attribute); B, I and K may be dynamic.
 """
 
@@ -66,6 +93,11 @@ def _per_pixel(xy: Tensor, width: int, height: int) -> Tensor:
     return torch.cat([xy[..., :1].expand(*shape, width), xy[..., 1:].expand(*shape, height)], -1)
 
 
+#: ``window`` names, in the order of their ONNX attribute codes (0, 1, 2)
+WINDOWS = ("symmetric", "mmpose", "full")
+SYMMETRIC, MMPOSE, FULL = range(len(WINDOWS))
+
+
 def _window_terms(sigma: Tensor, truncate: float) -> tuple[Tensor, Tensor]:
     """``radius = truncate * sigma`` and ``scale = 1 / (sigma sqrt 2)`` (clamped finite), in sigma's dtype."""
     return truncate * sigma, (1.0 / (sigma * math.sqrt(2.0))).clamp(max=torch.finfo(sigma.dtype).max)
@@ -79,34 +111,107 @@ def _number_terms(sigma: float, truncate: float, dtype: torch.dtype) -> tuple[fl
     return radius.item(), scale.item()
 
 
+def _mmpose_terms(radius: Tensor | float) -> tuple[Tensor | float, Tensor | float]:
+    """``window="mmpose"`` as a centred test: the integer offsets ``d`` in ``[-ceil(r), floor(r)]`` are those with
+    ``|d + shift| <= half``, ``shift = (ceil(r) - floor(r)) / 2`` (0 or 0.5), ``half = floor(r) + shift``."""
+    if isinstance(radius, Tensor):
+        shift = (torch.ceil(radius) != torch.floor(radius)).to(radius.dtype) * 0.5  # 0 for inf: never NaN
+        return shift, torch.floor(radius) + shift
+    if not math.isfinite(radius):  # a Python sigma near the float maximum, times truncate
+        return 0.0, radius
+    shift = 0.5 if radius != math.floor(radius) else 0.0
+    return shift, math.floor(radius) + shift
+
+
 @functools.lru_cache(maxsize=64)
-def _table(half: int, scale: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``[0, g(-R), ..., g(R), 0]`` with ``g(d) = exp(-(d * scale)^2)``: the window of an integer centre.
+def _table(before: int, after: int, scale: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[0, g(-before), ..., g(after), 0]`` with ``g(d) = exp(-(d * scale)^2)``: the window of an integer centre.
 
     Same arithmetic as the general path, so values are bit-identical. Memoised; do not modify it.
     """
     with torch.inference_mode(False):
-        z = torch.arange(-half, half + 1, device=device, dtype=dtype) * scale
+        z = torch.arange(-before, after + 1, device=device, dtype=dtype) * scale
         return torch.nn.functional.pad(torch.exp(-(z * z)), (1, 1))
 
 
+def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """For an integer centre ``c`` and a finite ``radius``: the drawn offsets ``u - c`` are ``-before .. after``,
+    and the keypoint is kept iff ``c + reach_after >= 0`` and ``c - reach_before <= n - 1`` on both axes."""
+    low, high = math.ceil(radius), math.floor(radius)
+    if window == FULL:  # every pixel; kept iff -(r + 1) <= c < n + r, i.e. c >= -floor(r) - 1, c <= n - 1 + ceil(r)
+        span = max(height, width) + low
+        return span, span, low, high + 1
+    if window == MMPOSE:
+        return low, high, low, high
+    return high, high, high, high
+
+
 def _integer_centre_maps(
-    p: Tensor, valid: Tensor, radius: float, scale: float, height: int, width: int, maps: Tensor
+    p: Tensor, valid: Tensor, radius: float, scale: float, window: int, height: int, width: int, maps: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Fast path for a Python-number sigma without ``subpixel``: a table lookup per pixel, no exp.
 
-    The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window
-    ``|d| <= radius`` is ``|d| <= R = floor(radius)`` and every value is ``table[d + R + 1]``; the
-    padded ends of the table are 0 and catch every pixel outside the window.
+    The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window is the
+    integer range ``-before <= d <= after`` (``|d| <= radius`` is ``|d| <= floor(radius)``) and every
+    value is ``table[d + before + 1]``; the padded ends of the table are 0 and catch every pixel outside
+    the window. Returns the maps and whether each keypoint's window meets the map.
     """
-    half = math.floor(radius)
+    before, after, reach_before, reach_after = _integer_spans(radius, window, height, width)
     u, last = _cached_axes(height, width, p.device, p.dtype)
     centre = torch.floor(p + 0.5)
-    valid = valid & ((centre >= -half) & (centre <= last + half)).all(-1)  # the window meets the map
-    centre = torch.where(valid.unsqueeze(-1), centre, -(half + 1.0))  # invalid: every pixel off the table
-    index = (u + (half + 1) - _per_pixel(centre, width, height)).clamp_(0, 2 * half + 2).long()
-    g = _table(half, scale, p.device, p.dtype).index_select(0, index.view(-1)).view(index.shape)
-    return torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps), valid
+    meets = ((centre >= -reach_after) & (centre <= last + reach_before)).all(-1)
+    centre = torch.where((valid & meets).unsqueeze(-1), centre, -(after + 1.0))  # invalid: every pixel off the table
+    index = (u + (before + 1) - _per_pixel(centre, width, height)).clamp_(0, before + after + 2).long()
+    g = _table(before, after, scale, p.device, p.dtype).index_select(0, index.view(-1)).view(index.shape)
+    return torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps), meets
+
+
+def _general_maps(
+    p: Tensor,
+    valid: Tensor,
+    radius: Tensor | float,
+    scale: Tensor | float,
+    subpixel: bool,
+    window: int,
+    height: int,
+    width: int,
+    maps: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Any sigma, any options, and every trace: exp of the per-axis offsets inside the window.
+
+    Returns the maps and whether each keypoint's window meets the map (``"full"``: the DARK test).
+    """
+    traced = maps is None
+    centre = torch.floor(p + 0.5)
+    u, last = _axes(height, width, p.device, p.dtype) if traced else _cached_axes(height, width, p.device, p.dtype)
+    shift, half = _mmpose_terms(radius) if window == MMPOSE else (0.0, radius)
+    if window == FULL:  # mmpose's DARK test of the span [g - r, g + r + 1) against [0, n)
+        g = p if subpixel else centre
+        meets = ((g + radius + 1.0 >= 0) & (g - radius < last + 1.0)).all(-1)
+    elif window == MMPOSE:  # offsets -ceil(r) .. floor(r) on the map: c + floor(r) >= 0, c - ceil(r) <= n - 1
+        meets = ((centre - shift + half >= 0) & (centre - shift - half <= last)).all(-1)
+    else:  # the window [c - r, c + r] meets [0, n - 1] iff the map pixel nearest to c is within r of it
+        nearest = torch.minimum(centre.clamp(min=0), last)
+        meets = ((nearest - centre).abs() <= radius).all(-1)
+    valid = valid & meets
+    keep = valid.unsqueeze(-1)  # invalid keypoints: finite stand-ins and an empty window
+    centre = torch.where(keep, centre, 0.0)
+    c = _per_pixel(centre, width, height)  # (..., W + H): each pixel's own axis
+    d = u - (_per_pixel(torch.where(keep, p, 0.0), width, height) if subpixel else c)
+    if window == FULL:
+        mask = keep.to(p.dtype)
+    else:
+        extent = torch.where(valid, half.squeeze(-1) if isinstance(half, Tensor) and half.dim() else half, -1.0)
+        mask = ((u - c + shift).abs() if window == MMPOSE else (u - c).abs()) <= extent.unsqueeze(-1)
+        mask = mask.to(p.dtype)
+    # exp(-d^2 / (2 sigma^2)) as exp(-z^2), z = d / (sigma sqrt 2): no d^2 overflow for huge sigma.
+    # z is 0 outside the window, so exp never sees the large negative arguments it is 10-30x slower on.
+    z = d * mask * scale
+    g = torch.exp(-(z * z)) * mask
+    heatmaps = torch.mul(
+        g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), **({} if traced else {"out": maps})
+    )
+    return heatmaps, meets
 
 
 def reference(
@@ -116,16 +221,23 @@ def reference(
     size: list[int],
     truncate: float,
     subpixel: bool,
+    window: int,
+    visibility_weights: bool,
     normalized_coordinates: bool,
     align_corners: bool,
     instances: bool,
+    keypoint_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Plain torch definition. ``(B, [I,] K, 2)`` -> ``(B, K, H, W)``, ``(B, K)``; ``instances`` iff rank 4.
+
+    ``window`` is the index of its name in :data:`WINDOWS`. ``keypoint_weights (K,)`` is not an argument
+    of the torch op (the exporter multiplies it after the node); here it multiplies the merged weights in
+    the compute dtype, before the one rounding to the output dtype.
 
     Both axes are computed at once on a ``(..., W + H)`` axis (few, small ops: at the benchmark
     sizes the call is otherwise bound by per-op overhead), then one outer product writes the maps.
     A Python-number sigma without ``subpixel`` takes :func:`_integer_centre_maps` (a table lookup,
-    bit-identical values; tests compare it with this general path). In a trace (stock ``torch.onnx``,
+    bit-identical values; tests compare it with :func:`_general_maps`). In a trace (stock ``torch.onnx``,
     ``torch.export``, ``torch.jit.trace``) the general path runs without caches or output buffers.
     """
     height, width = size
@@ -150,38 +262,32 @@ def reference(
     else:
         radius, scale = _number_terms(float(sigma), truncate, dtype)
     if visibility is not None:
-        valid = valid & (visibility.to(device=p.device, dtype=dtype) >= 0.5)
+        visibility = visibility.to(device=p.device, dtype=dtype)
+        valid = valid & (visibility >= 0.5)
     if not (traced or subpixel or isinstance(sigma, Tensor)) and radius <= 2 * (height + width):  # table stays small
-        heatmaps, valid = _integer_centre_maps(p, valid, radius, scale, height, width, maps)
-        return _merge_instances(heatmaps, valid.to(dtype), instances, keypoints.dtype)
-    centre = torch.floor(p + 0.5)
-    # the window [c - r, c + r] meets [0, n - 1] iff the map pixel nearest to c is within r of it
-    u, last = _axes(height, width, p.device, dtype) if traced else _cached_axes(height, width, p.device, dtype)
-    nearest = torch.minimum(centre.clamp(min=0), last)
-    valid = valid & ((nearest - centre).abs() <= radius).all(-1)
-    keep = valid.unsqueeze(-1)  # invalid keypoints: finite stand-ins and an empty window
-    centre = torch.where(keep, centre, 0.0)
-    window = torch.where(valid, radius.squeeze(-1) if isinstance(radius, Tensor) and radius.dim() else radius, -1.0)
-    c = _per_pixel(centre, width, height)  # (..., W + H): each pixel's own axis
-    d = u - (_per_pixel(torch.where(keep, p, 0.0), width, height) if subpixel else c)
-    mask = ((u - c).abs() <= window.unsqueeze(-1)).to(dtype)
-    # exp(-d^2 / (2 sigma^2)) as exp(-z^2), z = d / (sigma sqrt 2): no d^2 overflow for huge sigma.
-    # z is 0 outside the window, so exp never sees the large negative arguments it is 10-30x slower on.
-    z = d * mask * scale
-    g = torch.exp(-(z * z)) * mask
-    heatmaps = torch.mul(
-        g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), **({} if traced else {"out": maps})
-    )
-    return _merge_instances(heatmaps, valid.to(dtype), instances, keypoints.dtype)
+        heatmaps, meets = _integer_centre_maps(p, valid, radius, scale, window, height, width, maps)
+    else:
+        heatmaps, meets = _general_maps(p, valid, radius, scale, subpixel, window, height, width, maps)
+    rendered = valid & meets
+    if visibility_weights and visibility is not None:  # mmpose: the visibility, unless >= 0.5 and not rendered
+        weights = torch.where((rendered | (visibility < 0.5)) & (visibility > 0), visibility, 0.0)
+    else:
+        weights = rendered.to(dtype)
+    return _merge_instances(heatmaps, weights, instances, keypoints.dtype, keypoint_weights)
 
 
-def _merge_instances(heatmaps: Tensor, weights: Tensor, instances: bool, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Element-wise max over the instance axis (zero instances: nothing rendered), then the output dtype."""
+def _merge_instances(
+    heatmaps: Tensor, weights: Tensor, instances: bool, dtype: torch.dtype, keypoint_weights: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Element-wise max over the instance axis (zero instances: nothing rendered), the per-keypoint weights, then
+    the output dtype."""
     if instances and not tracing() and heatmaps.shape[1] == 0:
         heatmaps = heatmaps.new_zeros(heatmaps.shape[:1] + heatmaps.shape[2:])
         weights = weights.new_zeros(weights.shape[:1] + weights.shape[2:])
     elif instances:
         heatmaps, weights = heatmaps.amax(1), weights.amax(1)
+    if keypoint_weights is not None:
+        weights = weights * keypoint_weights.to(device=weights.device, dtype=weights.dtype)
     return heatmaps.to(dtype), weights.to(dtype)
 
 
@@ -193,22 +299,48 @@ def _torch_op(
     size: list[int],
     truncate: float,
     subpixel: bool,
+    window: int,
+    visibility_weights: bool,
     normalized_coordinates: bool,
     align_corners: bool,
     instances: bool,
 ) -> tuple[Tensor, Tensor]:
     return reference(
-        keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners, instances
+        keypoints,
+        sigma,
+        visibility,
+        size,
+        truncate,
+        subpixel,
+        window,
+        visibility_weights,
+        normalized_coordinates,
+        align_corners,
+        instances,
     )
 
 
 @_torch_op.register_fake
-def _(keypoints, sigma, visibility, size, truncate, subpixel, normalized_coordinates, align_corners, instances):
+def _(
+    keypoints,
+    sigma,
+    visibility,
+    size,
+    truncate,
+    subpixel,
+    window,
+    visibility_weights,
+    normalized_coordinates,
+    align_corners,
+    instances,
+):
     batch, keys = keypoints.shape[0], keypoints.shape[-2]
     return keypoints.new_empty(batch, keys, size[0], size[1]), keypoints.new_empty(batch, keys)
 
 
-def _check_inputs(keypoints: Tensor, sigma: Tensor | float, visibility: Tensor | None) -> Tensor | float:
+def _check_inputs(
+    keypoints: Tensor, sigma: Tensor | float, visibility: Tensor | None, keypoint_weights: Tensor | None
+) -> Tensor | float:
     validate_tensor(keypoints, "keypoints", "(B, K, 2) or (B, I, K, 2)")
     if keypoints.dim() not in (3, 4) or keypoints.shape[-1] != 2:
         raise ValueError(f"keypoints must have shape (B, K, 2) or (B, I, K, 2); got shape {tuple(keypoints.shape)}")
@@ -227,7 +359,24 @@ def _check_inputs(keypoints: Tensor, sigma: Tensor | float, visibility: Tensor |
                 f"visibility must have the keypoints' shape without the last axis, "
                 f"{tuple(keypoints.shape[:-1])}; got {tuple(visibility.shape)}"
             )
+    if keypoint_weights is not None:
+        validate_tensor(keypoint_weights, "keypoint_weights", f"(K,) = ({keys},)")
+        if keypoint_weights.shape != (keys,):
+            raise ValueError(
+                f"keypoint_weights must have shape (K,) = ({keys},), one weight per keypoint (mmpose's "
+                f"dataset_keypoint_weights); got shape {tuple(keypoint_weights.shape)}"
+            )
     return sigma
+
+
+def _window_code(window: str) -> int:
+    if window not in WINDOWS:
+        raise ValueError(
+            f"window must be 'symmetric' (|u - c| <= truncate*sigma, the classic window), 'mmpose' (offsets "
+            f"-ceil(r) .. floor(r), mmpose's MSRA/UDP window) or 'full' (the whole map, mmpose's DARK test); "
+            f"got {window!r}"
+        )
+    return WINDOWS.index(window)
 
 
 def gaussian_heatmaps(
@@ -236,8 +385,11 @@ def gaussian_heatmaps(
     sigma: Tensor | float,
     *,
     visibility: Tensor | None = None,
+    keypoint_weights: Tensor | None = None,
     truncate: float = 3.0,
     subpixel: bool = False,
+    window: str = "symmetric",
+    visibility_weights: bool = False,
     normalized_coordinates: bool = False,
     align_corners: bool = True,
 ) -> tuple[Tensor, Tensor]:
@@ -248,52 +400,86 @@ def gaussian_heatmaps(
         size: ``(H, W)`` of the heatmaps.
         sigma: Python number > 0, 0-d tensor, or per-keypoint ``(K,)`` tensor, in pixels.
         visibility: ``(B, K)`` or ``(B, I, K)``; keypoints with visibility < 0.5 are not rendered.
-        truncate: window half-width in sigmas (3 is the classic 3-sigma window).
-        subpixel: centre the Gaussian at ``p`` (UDP) instead of ``floor(p + 0.5)``.
+        keypoint_weights: ``(K,)`` float tensor multiplied into the weights (mmpose's dataset keypoint weights).
+        truncate: window half-width ``r = truncate * sigma`` in sigmas (3 is the classic 3-sigma window).
+        subpixel: centre the Gaussian at ``p`` (UDP, DARK) instead of ``floor(p + 0.5)``.
+        window: ``"symmetric"`` (``|u - c| <= r``), ``"mmpose"`` (``u - c`` in ``[-ceil(r), floor(r)]``, mmpose's
+            MSRA/UDP window) or ``"full"`` (no truncation; kept iff ``-(r + 1) <= g < n + r``, mmpose's DARK).
+        visibility_weights: weight = visibility (mmpose) instead of 1 for a kept keypoint; see the module doc.
         normalized_coordinates: keypoints in ``[-1, 1]`` (mapped to pixels by ``align_corners``).
         align_corners: normalized convention; ``True`` kornia, ``False`` pixel-centre (dsntnn).
 
     Returns:
-        ``heatmaps (B, K, H, W)`` with peak 1 (max over instances) and ``weights (B, K)`` (1 rendered,
-        0 not), both in ``keypoints``' dtype.
+        ``heatmaps (B, K, H, W)`` with peak 1 (max over instances) and ``weights (B, K)`` (1 rendered, 0 not;
+        or the visibility; times ``keypoint_weights``), both in ``keypoints``' dtype.
     """
-    sigma = _check_inputs(keypoints, sigma, visibility)
+    sigma = _check_inputs(keypoints, sigma, visibility, keypoint_weights)
     size = list(as_sequence(size, "size", 2))
     truncate = float(positive_scalar(truncate, "truncate"))
-    flags = (bool(subpixel), bool(normalized_coordinates), bool(align_corners), keypoints.dim() == 4)
+    flags = (
+        bool(subpixel),
+        _window_code(window),
+        bool(visibility_weights),
+        bool(normalized_coordinates),
+        bool(align_corners),
+        keypoints.dim() == 4,
+    )
     if is_exporting():
         s = torch.as_tensor(sigma, device=keypoints.device).to(torch.float32)
         if visibility is None:
             visibility = torch.ones(keypoints.shape[:-1], device=keypoints.device)
-        return torch.ops.kpx.gaussian_heatmaps(keypoints, s, visibility.to(torch.float32), size, truncate, *flags)
-    return reference(keypoints, sigma, visibility, size, truncate, *flags)
+        heatmaps, weights = torch.ops.kpx.gaussian_heatmaps(
+            keypoints, s, visibility.to(torch.float32), size, truncate, *flags
+        )
+        if keypoint_weights is not None:  # one Mul after the node, in float32 (fp16 models: no Mul on half)
+            compute = compute_dtype(weights.dtype)
+            weights = (weights.to(compute) * keypoint_weights.to(compute)).to(weights.dtype)
+        return heatmaps, weights
+    return reference(keypoints, sigma, visibility, size, truncate, *flags, keypoint_weights=keypoint_weights)
 
 
 class GaussianHeatmaps(nn.Module):
-    """Module form of :func:`gaussian_heatmaps`; ``(keypoints, [visibility])`` -> ``(heatmaps, weights)``."""
+    """Module form of :func:`gaussian_heatmaps`; ``(keypoints, [visibility])`` -> ``(heatmaps, weights)``.
+
+    ``keypoint_weights (K,)``, a dataset constant, is a non-persistent buffer (it follows ``.to(device)``).
+    """
 
     def __init__(
         self,
         size: tuple[int, int],
         sigma: Tensor | float,
         *,
+        keypoint_weights: Tensor | None = None,
         truncate: float = 3.0,
         subpixel: bool = False,
+        window: str = "symmetric",
+        visibility_weights: bool = False,
         normalized_coordinates: bool = False,
         align_corners: bool = True,
     ) -> None:
         super().__init__()
         self.size = as_sequence(size, "size", 2)
         self.sigma = sigma
+        self.register_buffer("keypoint_weights", keypoint_weights, persistent=False)
+        _window_code(window)  # fail at construction, not at the first call
         self.options = {
             "truncate": truncate,
             "subpixel": subpixel,
+            "window": window,
+            "visibility_weights": visibility_weights,
             "normalized_coordinates": normalized_coordinates,
             "align_corners": align_corners,
         }
 
     def forward(self, keypoints: Tensor, visibility: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return gaussian_heatmaps(keypoints, self.size, self.sigma, visibility=visibility, **self.options)
+        return gaussian_heatmaps(
+            keypoints,
+            self.size,
+            self.sigma,
+            visibility=visibility,
+            keypoint_weights=self.keypoint_weights,
+            **self.options,
+        )
 
 
 def build_function(kpx, op):
@@ -308,6 +494,8 @@ def build_function(kpx, op):
         size: list[int],
         truncate: float = 3.0,
         subpixel: int = 0,
+        window: int = 0,
+        visibility_weights: int = 0,
         normalized_coordinates: int = 0,
         align_corners: int = 1,
         instances: int = 0,
@@ -332,21 +520,41 @@ def build_function(kpx, op):
         mu = op.Where(op.Cast(subpixel, to=BOOL), p, centre)
         radius = op.Unsqueeze(op.Constant(value_float=truncate) * s, [-1])  # (1,) or (K, 1)
         # exp(-d^2 / (2 sigma^2)) as exp(-z^2) with z = d * scale: no overflow of d^2 for huge sigma
-        scale = op.Unsqueeze(op.Min(op.Reciprocal(s * 1.4142135), op.Constant(value_float=3.4028235e38)), [-1])
-        # valid: finite (p - p == 0), window overlaps the map, sigma > 0, visible
-        ok = op.And(op.Equal(p - p, 0.0), op.And(centre + radius >= 0.0, centre - radius <= n - 1.0))
-        valid = op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1]))  # (B, I', K, 1)
-        valid = op.And(valid, op.Unsqueeze(op.And(s > 0.0, vis >= 0.5), [-1]))
+        big = op.Constant(value_float=3.4028235e38)
+        scale = op.Unsqueeze(op.Min(op.Reciprocal(s * 1.4142135), big), [-1])
+        # the window as |d + shift| <= half around the centre: symmetric shift 0, half r; mmpose (offsets -ceil(r)
+        # .. floor(r)) shift 0.5, half floor(r) + 0.5 when r is not whole; full: every pixel (half = float max)
+        mode = op.Cast(window, to=FLOAT)
+        is_mmpose = op.Equal(mode, 1.0)
+        is_full = op.Equal(mode, 2.0)
+        r_floor = op.Floor(radius)
         zero = op.Constant(value_float=0.0)
+        point_five = op.Constant(value_float=0.5)
+        shift = op.Where(op.And(is_mmpose, op.Not(op.Equal(op.Ceil(radius), r_floor))), point_five, zero)
+        half = op.Where(is_full, big, op.Where(is_mmpose, r_floor + shift, radius))
+        start = centre - shift  # (B, I', K, 2): the window's centre
+        # kept: finite (p - p == 0); the window meets the map, or (full) DARK's -(r + 1) <= g < n + r
+        meets = op.And(start + half >= 0.0, start - half <= n - 1.0)
+        reaches = op.And(mu + radius + 1.0 >= 0.0, mu - radius < n)
+        # (meets holds for every finite centre when full; ORT has no Where kernel for bool)
+        ok = op.And(op.Equal(p - p, 0.0), op.And(meets, op.Or(op.Not(is_full), reaches)))
+        kept = op.Squeeze(op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1])), [-1])  # (B, I', K)
+        kept = op.And(kept, s > 0.0)
+        rendered = op.And(kept, vis >= 0.5)
+        valid = op.Unsqueeze(rendered, [-1])  # (B, I', K, 1)
         u = op.Cast(op.Range(0, op.Squeeze(w), 1), to=FLOAT)
         dx = (u - op.Slice(mu, [0], [1], [-1])) * scale
-        inside_x = op.Abs(u - op.Slice(centre, [0], [1], [-1])) <= radius
+        inside_x = op.Abs(u - op.Slice(start, [0], [1], [-1])) <= half
         gx = op.Where(op.And(inside_x, valid), op.Exp(-(dx * dx)), zero)  # (B, I', K, W)
         v = op.Cast(op.Range(0, op.Squeeze(h), 1), to=FLOAT)
         dy = (v - op.Slice(mu, [1], [2], [-1])) * scale
-        inside_y = op.Abs(v - op.Slice(centre, [1], [2], [-1])) <= radius
+        inside_y = op.Abs(v - op.Slice(start, [1], [2], [-1])) <= half
         gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy)), zero)  # (B, I', K, H)
-        weights = op.CastLike(op.Squeeze(valid, [-1]), keypoints)  # (B, I', K)
+        # weights: 1/0, or (visibility_weights, mmpose) the visibility unless it is >= 0.5 and nothing is drawn
+        by_visibility = op.Where(op.And(op.Or(rendered, vis < 0.5), vis > 0.0), vis, zero)
+        weights = op.CastLike(
+            op.Where(op.Cast(visibility_weights, to=BOOL), by_visibility, op.Cast(rendered, to=FLOAT)), keypoints
+        )  # (B, I', K)
         # The per-axis vectors are cast to the output dtype before the outer product: a full-size
         # Cast after it is not removed by ORT even for float32 (it measured 2x the MatMul itself).
         col = op.Unsqueeze(op.CastLike(gy, keypoints), [-1])
@@ -369,7 +577,9 @@ def build_function(kpx, op):
 
 
 def samples() -> list[Sample]:
-    """Pixel keypoints on, near and off the map (NaN, inf), instances, normalized, subpixel, per-keypoint sigma."""
+    """Pixel keypoints on, near and off the map (NaN, inf), instances, normalized, subpixel, per-keypoint sigma;
+    then mmpose's targets: its MSRA/UDP window at sigma 1.5/2.5, visibility as weight, dataset keypoint weights,
+    DARK's full-map Gaussian with instances."""
     g = torch.Generator().manual_seed(4)
     kp = torch.rand(2, 6, 2, generator=g) * torch.tensor([30.0, 24.0]) - 3.0
     kp[0, 1] = torch.tensor([-7.0, 5.0])  # window partly off the map (sigma 2: radius 6)
@@ -381,6 +591,19 @@ def samples() -> list[Sample]:
     inst_vis = torch.ones(2, 3, 5)
     per_kp_sigma = torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0, 0.7])
     dyn = ({0: "B", 1: "K"}, {0: "B", 1: "K"})  # keypoints, visibility
+    # mmpose-style: sigma 2.5 (radius 7.5: the mmpose window is one pixel wider on the left/top), near the edges
+    face = torch.rand(2, 7, 2, generator=g) * torch.tensor([34.0, 38.0]) - 7.0
+    face[0, 0] = torch.tensor([2.0, 3.0])  # within r of the left/top edge (where mmpose itself shifts by 1 px)
+    face[0, 1] = torch.tensor([-8.0, 6.0])  # mmpose window: last column -1, dropped; -7.0 would draw column 0
+    face[0, 2] = torch.tensor([27.0, 10.0])  # first column 27 - 8 = 19 = W - 1: drawn
+    face[1, 3] = torch.tensor([float("nan"), 2.0])
+    face_vis = torch.rand(2, 7, generator=g)
+    face_vis[:, :3] = torch.tensor([1.0, 0.3, 0.5])  # 0.3: not rendered, weight 0.3 with visibility_weights
+    dataset_weights = torch.tensor([1.0, 1.2, 1.5, 1.0, 0.5, 2.0, 1.0])
+    # DARK: full-map Gaussians at sub-pixel centres; kept iff -(r + 1) <= p < n + r (r = 6, W = 12, H = 16)
+    dark = torch.rand(2, 3, 5, 2, generator=g) * torch.tensor([30.0, 34.0]) - 9.0
+    dark[0, 0, :3] = torch.tensor([[-6.5, 4.0], [17.9, 3.0], [-7.2, 8.0]])  # kept, kept, dropped
+    dark_vis = torch.rand(2, 3, 5, generator=g)
     return [
         Sample("pixel_sigma2", (kp, (24, 20), 2.0)),
         Sample("pixel_visibility_dynamic", (kp, (24, 20), 2.0), {"visibility": vis}, dynamic=dyn),
@@ -390,6 +613,30 @@ def samples() -> list[Sample]:
             "instances_normalized_dynamic",
             (inst, (16, 12), 1.5),
             {"visibility": inst_vis, "normalized_coordinates": True, "align_corners": False},
+            dynamic=({0: "B", 1: "I", 2: "K"}, {0: "B", 1: "I", 2: "K"}),
+        ),
+        Sample(
+            "mmpose_window_visibility_weights_dynamic",
+            (face, (24, 20), 2.5),
+            {"visibility": face_vis, "window": "mmpose", "visibility_weights": True},
+            dynamic=dyn,
+        ),
+        Sample(  # static: generic tests grow dim 0 of every dynamic input as a batch, and K is dim 0 here
+            "mmpose_window_udp_keypoint_weights",
+            (face, (24, 20), torch.tensor([1.5, 2.5, 1.1, 2.0, 3.0, 0.7, 1.5])),
+            {
+                "visibility": face_vis,
+                "keypoint_weights": dataset_weights,
+                "subpixel": True,
+                "window": "mmpose",
+                "visibility_weights": True,
+            },
+        ),
+        Sample("full_window_pixel_sigma1.5", (kp, (24, 20), 1.5), {"window": "full", "visibility": vis}),
+        Sample(
+            "dark_full_window_instances_dynamic",
+            (dark, (16, 12), 2.0),
+            {"visibility": dark_vis, "subpixel": True, "window": "full", "visibility_weights": True},
             dynamic=({0: "B", 1: "I", 2: "K"}, {0: "B", 1: "I", 2: "K"}),
         ),
     ]
@@ -423,12 +670,16 @@ SPEC = register(
         ),
         outputs=(
             OnnxInput("heatmaps", "(B, K, H, W), peak 1, keypoints' dtype"),
-            OnnxInput("weights", "(B, K): 1 rendered, 0 not, keypoints' dtype"),
+            OnnxInput("weights", "(B, K): 1 rendered, 0 not (or the visibility), keypoints' dtype"),
         ),
         attributes=(
             OnnxAttribute("size", "ints", None, "(H, W)"),
             OnnxAttribute("truncate", "float", 3.0, "window half-width in sigmas"),
             OnnxAttribute("subpixel", "int", 0, "1: centre at p (UDP); 0: at floor(p + 0.5)"),
+            OnnxAttribute(
+                "window", "int", 0, "0: |u - c| <= r; 1: mmpose, u - c in [-ceil(r), floor(r)]; 2: full map (DARK)"
+            ),
+            OnnxAttribute("visibility_weights", "int", 0, "1: weight = visibility (mmpose); 0: 1 rendered, 0 not"),
             OnnxAttribute("normalized_coordinates", "int", 0, "1: keypoints in [-1, 1]; 0: pixels"),
             COORDINATE_ATTRIBUTES[1],
             OnnxAttribute("instances", "int", 0, "1: keypoints are (B, I, K, 2), merged by max; 0: (B, K, 2)"),
@@ -439,7 +690,8 @@ SPEC = register(
         # fp32: float32 exp of the same arguments (no sums). fp16: the ONNX body rounds the two float32
         # per-axis factors to half and multiplies them in half (no full-size Cast, see build_function):
         # three roundings, <= 3 * 2^-11 = 1.5e-3 relative from exact, <= 2e-3 from the once-rounded PyTorch
-        # result: rtol 2.5e-3; values below 6.1e-5 are subnormal halves, 6e-8 apart: atol 1e-6.
+        # result: rtol 2.5e-3; values below 6.1e-5 are subnormal halves, 6e-8 apart: atol 1e-6. The weights
+        # times keypoint_weights (a Mul after the node) round twice: <= 2 * 2^-11 = 1e-3 relative.
         tolerances={torch.float32: (1e-6, 1e-6), torch.float16: (2.5e-3, 1e-6), torch.float64: (1e-6, 1e-6)},
         conventions="keypoints in pixels by default; normalized input mapped by align_corners; centre floor(p + 0.5)",
     )

@@ -1,4 +1,5 @@
-"""gaussian_heatmaps against docs/spec.md: the classic MSRA/HRNet window copy, the float64 formula, bad input, ONNX.
+"""gaussian_heatmaps against docs/spec.md: the classic MSRA/HRNet window copy, the float64 formula, mmpose's three
+target generators (MSRA, UDP, DARK: numpy re-implementations below), bad input, ONNX.
 
 The generic contract (module twin, dtypes, half precision rounded once, non-contiguous and empty inputs, wrong
 rank and last axis, non-float input, one kpx node per call) is tests/test_op_contract.py, for every op from its
@@ -7,6 +8,7 @@ registry record.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -19,6 +21,7 @@ from torch import nn
 
 from custom_ops import GaussianHeatmaps, gaussian_heatmaps
 from custom_ops.conventions import normalized_to_pixel
+from custom_ops.ops.gaussian_heatmaps import WINDOWS
 from export_tools import kpx_nodes
 
 from ._ort import OrtModel
@@ -578,6 +581,8 @@ OPTIONS = (
     {"truncate": 2.0, "subpixel": True},
     {"normalized_coordinates": True},
     {"normalized_coordinates": True, "align_corners": False, "subpixel": True},
+    {"window": "mmpose", "visibility_weights": True},
+    {"window": "full", "subpixel": True, "truncate": 2.5},
 )
 
 
@@ -616,7 +621,9 @@ def test_each_calls_options_reach_its_node(ort_heads):
         attrs = {a.name: a for a in node.attribute}
         assert list(attrs["size"].ints) == list(SIZE)
         assert attrs["truncate"].f == options.get("truncate", 3.0)
-        for flag, default in (("subpixel", False), ("normalized_coordinates", False), ("align_corners", True)):
+        assert attrs["window"].i == WINDOWS.index(options.get("window", "symmetric"))
+        flags = (("subpixel", False), ("visibility_weights", False), ("normalized_coordinates", False))
+        for flag, default in (*flags, ("align_corners", True)):
             assert attrs[flag].i == int(options.get(flag, default))
 
 
@@ -674,14 +681,16 @@ def test_wrong_sigma_shape_raises(shape):
     sigma=st.sampled_from([0.5, 1.0, 1.3, 2.0, 3.5]),
     truncate=st.sampled_from([1.0, 2.0, 3.0]),
     subpixel=st.booleans(),
+    window=st.sampled_from(WINDOWS),
     seed=st.integers(0, 2**16),
 )
-def test_invariants(batch, keys, size, sigma, truncate, subpixel, seed):
+def test_invariants(batch, keys, size, sigma, truncate, subpixel, window, seed):
     h, w = size
     radius = truncate * sigma
     kp = around(batch, keys, size=size, radius=radius, seed=seed)
     vis = visibility_like(kp, seed=seed + 3)
-    heatmaps, weights = gaussian_heatmaps(kp, size, sigma, visibility=vis, truncate=truncate, subpixel=subpixel)
+    options = {"truncate": truncate, "subpixel": subpixel, "window": window}
+    heatmaps, weights = gaussian_heatmaps(kp, size, sigma, visibility=vis, **options)
     assert ((heatmaps >= 0) & (heatmaps <= 1)).all()
     assert ((weights == 0) | (weights == 1)).all()
     assert (heatmaps[weights == 0] == 0).all()
@@ -691,6 +700,11 @@ def test_invariants(batch, keys, size, sigma, truncate, subpixel, seed):
     assert (weights[on_map] == 1).all()
     if not subpixel:
         assert (heatmaps.flatten(2).amax(-1)[on_map] == 1.0).all()
+    # visibility as the weight: the same maps; a rendered keypoint weighs its visibility, any other 0 or its own
+    by_visibility = gaussian_heatmaps(kp, size, sigma, visibility=vis, visibility_weights=True, **options)
+    torch.testing.assert_close(by_visibility[0], heatmaps, rtol=0, atol=0)
+    assert (by_visibility[1][weights == 1] == vis[weights == 1]).all()
+    assert ((by_visibility[1] == 0) | (by_visibility[1] == vis)).all()
 
 
 def test_zero_instances_render_zero_maps_in_torch_and_ort():
@@ -710,10 +724,11 @@ def test_zero_instances_render_zero_maps_in_torch_and_ort():
     assert torch.equal(ort_heatmaps, heatmaps) and torch.equal(ort_weights, weights)
 
 
+@pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("instances", [False, True])
-@pytest.mark.parametrize("sigma", [0.8, 2.0, 3.7])
-def test_table_path_equals_general_path(sigma, instances, dtype):
+@pytest.mark.parametrize("sigma", [0.8, 1.5, 2.0, 3.7])
+def test_table_path_equals_general_path(sigma, instances, dtype, window):
     """A Python-number sigma (table lookup) and the same sigma as a 0-d tensor (general path) agree bit for bit."""
     g = torch.Generator().manual_seed(70)
     shape = (3, 2, 9, 2) if instances else (3, 9, 2)
@@ -721,8 +736,8 @@ def test_table_path_equals_general_path(sigma, instances, dtype):
     kp.view(-1, 2)[::7, 0] = float("nan")
     kp.view(-1, 2)[3::11, 1] = float("inf")
     vis = (torch.rand(shape[:-1], generator=g) > 0.2).to(dtype)
-    number = gaussian_heatmaps(kp, (14, 11), sigma, visibility=vis)
-    tensor = gaussian_heatmaps(kp, (14, 11), torch.tensor(sigma, dtype=dtype), visibility=vis)
+    number = gaussian_heatmaps(kp, (14, 11), sigma, visibility=vis, window=window)
+    tensor = gaussian_heatmaps(kp, (14, 11), torch.tensor(sigma, dtype=dtype), visibility=vis, window=window)
     assert number[1].any() and not number[1].all()  # the sample mixes rendered and dropped keypoints
     for a, b in zip(number, tensor, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -734,3 +749,413 @@ def test_integer_and_bool_visibility(flags):
     kp = torch.tensor([[[3.0, 3.0], [5.0, 4.0], [6.0, 2.0]]])
     _, weights = gaussian_heatmaps(kp, (8, 8), 1.0, visibility=flags)
     assert weights.tolist() == [[0.0, 1.0, 1.0]]
+
+
+# --- mmpose's three target generators: numpy oracles ---------------------------------------------------------------
+# Re-written from their documented behaviour (mmpose/codecs/utils/gaussian_heatmap.py), for one sample: keypoints
+# (N, K, 2), visibility (N, K) -> heatmaps (K, H, W) merged by max over the N instances and weights (N, K), a copy of
+# the visibility set to 0 where the Gaussian misses the map. A keypoint with visibility < 0.5 is skipped (its weight
+# stays the visibility). The radius is 3 sigma.
+
+
+def _mmpose_axis(p: float, r: float, n: int, faithful: bool) -> tuple[int, int, int, float]:
+    """One axis of the MSRA/UDP window copy: (centre, first pixel, end pixel (exclusive), patch index of the peak).
+
+    ``faithful``: mmpose's integer arithmetic, where ``int()`` truncates toward zero (the centre of a coordinate below
+    -0.5, the start ``c - r`` of a window within r of the left/top edge, the end ``c + r + 1`` before the map), and
+    the patch's peak index ``(2r + 1) // 2``. Otherwise the rules kpx documents: ``floor``, the window ``c - ceil(r)
+    .. c + floor(r)``, the peak at ``c``."""
+    if faithful:
+        c = int(p + 0.5)
+        return c, int(c - r), int(c + r + 1), (2 * r + 1) // 2
+    c = math.floor(p + 0.5)
+    return c, c - math.ceil(r), c + math.floor(r) + 1, float(math.ceil(r))
+
+
+def mmpose_msra(keypoints, visible, size, sigma, *, udp=False, faithful=False, dtype=np.float64):
+    """``generate_gaussian_heatmaps`` (``udp=False``) and ``generate_udp_gaussian_heatmaps`` (``udp=True``).
+
+    The (2r+1)-wide patch starts at the window's first pixel; its Gaussian peaks at the patch's peak index, moved by
+    ``p - c`` with UDP. A keypoint is dropped when its window starts at or after the map's end or, ``faithful``, ends
+    (exclusive bound) below 0; otherwise (kpx's rule) when it ends at or below 0."""
+    h, w = size
+    r = 3.0 * sigma
+    heatmaps = np.zeros((keypoints.shape[1], h, w), dtype=dtype)
+    weights = visible.astype(np.float64).copy()
+    for n, k in itertools.product(*map(range, visible.shape)):
+        if visible[n, k] < 0.5:
+            continue
+        x, y = keypoints[n, k]
+        cx, x0, x1, px = _mmpose_axis(x, r, w, faithful)
+        cy, y0, y1, py = _mmpose_axis(y, r, h, faithful)
+        if x0 >= w or y0 >= h or min(x1, y1) < (0 if faithful else 1):
+            weights[n, k] = 0.0
+            continue
+        if udp:
+            px, py = px + (x - cx), py + (y - cy)
+        cols = np.arange(max(0, x0), min(w, x1))
+        rows = np.arange(max(0, y0), min(h, y1))[:, None]
+        di, dj = (cols - x0 - px).astype(dtype), (rows - y0 - py).astype(dtype)
+        patch = np.exp(-(di**2 + dj**2) / dtype(2 * sigma**2)).astype(dtype)
+        region = heatmaps[k, rows, cols]
+        heatmaps[k, rows, cols] = np.maximum(region, patch)
+    return heatmaps, weights
+
+
+def mmpose_dark(keypoints, visible, size, sigma, *, dtype=np.float64):
+    """``generate_unbiased_gaussian_heatmaps``: the Gaussian at ``p`` itself over the whole map, dropped when the
+    span ``[p - r, p + r + 1)`` starts at or after the map's end or ends below 0 (float tests, no rounding)."""
+    h, w = size
+    r = 3.0 * sigma
+    cols = np.arange(w, dtype=dtype)
+    rows = np.arange(h, dtype=dtype)[:, None]
+    heatmaps = np.zeros((keypoints.shape[1], h, w), dtype=dtype)
+    weights = visible.astype(np.float64).copy()
+    for n, k in itertools.product(*map(range, visible.shape)):
+        if visible[n, k] < 0.5:
+            continue
+        x, y = keypoints[n, k].astype(dtype)
+        if x - r >= w or y - r >= h or x + r + 1 < 0 or y + r + 1 < 0:
+            weights[n, k] = 0.0
+            continue
+        heatmaps[k] = np.maximum(heatmaps[k], np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / dtype(2 * sigma**2)))
+    return heatmaps, weights
+
+
+#: mmpose generator -> (numpy oracle, the kpx options that reproduce it)
+GENERATORS = {
+    "msra": (mmpose_msra, {"window": "mmpose", "visibility_weights": True}),
+    "udp": (
+        functools.partial(mmpose_msra, udp=True),
+        {"window": "mmpose", "subpixel": True, "visibility_weights": True},
+    ),
+    "dark": (mmpose_dark, {"window": "full", "subpixel": True, "visibility_weights": True}),
+}
+MMPOSE_SIGMAS = (1.5, 2.0, 2.5, 3.0)  # 1.5 and 2.5: mmpose's face configs, radius 4.5 and 7.5 (not whole)
+MMPOSE_SIZES = ((64, 48), (256, 192))  # (H, W) of the 256x192 input's heatmap and of a 256x192 heatmap
+MMPOSE_KEYS = (17, 68, 98, 133)  # COCO body, 300W face, WFLW face, COCO-WholeBody
+
+
+def mmpose_targets(generator, keypoints, visibility, size, sigma, keypoint_weights=None, **options):
+    """The oracle over a batch: ``keypoints (B, K, 2)`` (one instance each) or ``(B, N, K, 2)``; weights max over N
+    (kpx merges instances), times ``keypoint_weights`` (mmpose's ``dataset_keypoint_weights``)."""
+    render = GENERATORS[generator][0]
+    kp = keypoints.double().numpy()
+    kp = kp if kp.ndim == 4 else kp[:, None]
+    vis = visibility.double().numpy().reshape(kp.shape[:3])
+    outs = [render(kp[b], vis[b], size, sigma, **options) for b in range(kp.shape[0])]
+    maps = torch.from_numpy(np.stack([m for m, _ in outs])).double()
+    weights = torch.from_numpy(np.stack([w.max(0) for _, w in outs]))
+    if keypoint_weights is not None:
+        weights = weights * keypoint_weights.double()
+    return maps, weights
+
+
+@functools.cache
+def mmpose_case(generator: str, keys: int, size: tuple[int, int], sigma: float, instances: int = 0):
+    """Inputs (keypoints on, near and off the map: within 3 sigma of it or anywhere within 9 sigma; visibility in
+    [0, 1] with 0, 0.5 and 1 sprinkled in; dataset weights) and the float64 oracle's targets."""
+    seed = keys + size[0] + int(10 * sigma) + instances
+    kp = around(2, *((instances,) if instances else ()), keys, size=size, radius=3 * sigma, seed=seed)
+    vis = visibility_like(kp, seed=seed + 1)
+    vis.view(-1)[1::7] = 0.0
+    vis.view(-1)[2::7] = 1.0
+    dataset = uniform(keys, low=0.5, high=2.0, seed=seed + 2)
+    return kp, vis, dataset, mmpose_targets(generator, kp, vis, size, sigma, dataset)
+
+
+def assert_mmpose(out, expected):
+    """Maps within atol 1e-6 (float32 exp of each axis, multiplied, vs float64 exp of the sum: a few float32 ulps);
+    weights within one float32 rounding of the float64 product visibility x dataset weight (rtol 2^-23 ~ 1.2e-7)."""
+    heatmaps, weights = out
+    assert not heatmaps.isnan().any() and not weights.isnan().any()
+    torch.testing.assert_close(heatmaps.double(), expected[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights.double(), expected[1], rtol=2**-23, atol=0)
+
+
+# --- mmpose's generators: torch ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", MMPOSE_SIGMAS)
+@pytest.mark.parametrize("size", MMPOSE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("keys", MMPOSE_KEYS)
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_matches_mmpose_generators(generator, keys, size, sigma):
+    kp, vis, dataset, expected = mmpose_case(generator, keys, size, sigma)
+    assert_mixed(expected[1] > 0)
+    options = GENERATORS[generator][1]
+    assert_mmpose(gaussian_heatmaps(kp, size, sigma, visibility=vis, keypoint_weights=dataset, **options), expected)
+
+
+@pytest.mark.parametrize("sigma", [1.5, 2.0])
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_matches_mmpose_generators_with_instances(generator, sigma):
+    """Several instances per sample (mmpose's N, bottom-up): maps merged by max, weights by max over N."""
+    size = MMPOSE_SIZES[0]
+    kp, vis, dataset, expected = mmpose_case(generator, 17, size, sigma, instances=3)
+    options = GENERATORS[generator][1]
+    assert_mmpose(gaussian_heatmaps(kp, size, sigma, visibility=vis, keypoint_weights=dataset, **options), expected)
+
+
+@pytest.mark.parametrize("sigma", [1.5, 2.5])
+def test_per_keypoint_sigma_tensor_matches_mmpose(sigma):
+    """The general path (a tensor sigma) on the mmpose window as well, not only the table."""
+    size = MMPOSE_SIZES[0]
+    kp, vis, dataset, expected = mmpose_case("msra", 68, size, sigma)
+    options = {"visibility": vis, "keypoint_weights": dataset, "window": "mmpose", "visibility_weights": True}
+    out = gaussian_heatmaps(kp, size, torch.full((68,), sigma), **options)
+    assert_mmpose(out, expected)
+
+
+@pytest.mark.parametrize("generator", ["msra", "udp"])
+@pytest.mark.parametrize("sigma", MMPOSE_SIGMAS)
+def test_mmpose_as_written_differs_only_where_documented(generator, sigma):
+    """mmpose's own integer arithmetic (``faithful``) against kpx: a keypoint differs only where the op's docstring
+    says it does: its centre rounds differently (coordinate < -0.5), its window starts within r of the left/top edge
+    with r not whole (mmpose then shifts the whole Gaussian 1 px right/down), or its window ends before the map
+    (mmpose keeps the weight of an empty map)."""
+    size = MMPOSE_SIZES[0]
+    kp, vis, dataset, expected = mmpose_case(generator, 133, size, sigma)
+    as_written = mmpose_targets(generator, kp, vis, size, sigma, dataset, faithful=True)
+    r = 3 * sigma
+    c = torch.floor(kp.double() + 0.5)
+    extent = torch.tensor([size[1], size[0]], dtype=torch.float64)
+    rounding = (kp < -0.5).any(-1)
+    edge_shift = ((c >= 0) & (c < r) & (c < extent)).any(-1) & (r != math.floor(r))
+    ends_before = ((c + math.floor(r) + 1 <= 0) & (torch.trunc(c + r + 1) >= 0)).any(-1)  # kpx drops, mmpose keeps
+    documented = (rounding | edge_shift | ends_before) & (vis >= 0.5)
+    same = ((as_written[0] - expected[0]).abs().flatten(2).amax(-1) < 1e-12) & (as_written[1] == expected[1])
+    assert (same | documented).all()
+    if r != math.floor(r):  # the edge shift happens in this sample, and every shifted map really differs
+        assert edge_shift.any() and not same[edge_shift & (vis >= 0.5) & (expected[1] > 0)].any()
+    for b, k in (edge_shift & (vis >= 0.5) & (expected[1] > 0) & ~rounding).nonzero().tolist():
+        row, col = divmod(int(expected[0][b, k].argmax()), size[1])
+        row_m, col_m = divmod(int(as_written[0][b, k].argmax()), size[1])
+        assert (row_m - row, col_m - col) in ((0, 1), (1, 0), (1, 1))  # the 1-px shift right and/or down
+
+
+def test_mmpose_peak_for_radius_fraction_below_half():
+    """sigma 1.1 (r = 3.3): mmpose's patch peaks at index floor(r + 0.5) = 3 while its window starts ceil(r) = 4
+    before c, so its peak lands 1 px left/up of the keypoint everywhere; kpx keeps it at c (docstring)."""
+    kp = torch.tensor([[[20.0, 30.0]]])
+    vis = torch.ones(1, 1)
+    heatmaps, _ = gaussian_heatmaps(kp, (64, 48), 1.1, visibility=vis, window="mmpose")
+    as_written, _ = mmpose_targets("msra", kp, vis, (64, 48), 1.1, faithful=True)
+    assert divmod(int(heatmaps[0, 0].argmax()), 48) == (30, 20)
+    assert divmod(int(as_written[0, 0].argmax()), 48) == (29, 19)
+    # the window itself is mmpose's: columns 16 .. 23 (c - 4 .. c + 3)
+    assert heatmaps[0, 0, 30].nonzero().flatten().tolist() == list(range(16, 24))
+    assert as_written[0, 0, 29].nonzero().flatten().tolist() == list(range(16, 24))
+
+
+@pytest.mark.parametrize("sigma", MMPOSE_SIGMAS)
+def test_mmpose_window_against_symmetric(sigma):
+    """The same maps for a whole radius (sigma 2, 3); one more column on the left and one more row on the top when
+    it is not (sigma 1.5, 2.5), with the same values elsewhere."""
+    kp = around(2, 17, size=(64, 48), radius=3 * sigma, seed=91)
+    vis = visibility_like(kp, seed=92)
+    symmetric = gaussian_heatmaps(kp, (64, 48), sigma, visibility=vis)
+    mmpose = gaussian_heatmaps(kp, (64, 48), sigma, visibility=vis, window="mmpose")
+    r = 3 * sigma
+    if r == math.floor(r):
+        for got, want in zip(mmpose, symmetric, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        return
+    extra = mmpose[0] != symmetric[0]
+    assert (symmetric[0][extra] == 0).all()
+    c = torch.floor(kp + 0.5).long()
+    assert extra.any()
+    for b, k in (mmpose[1] == 1).nonzero().tolist():
+        first_col, first_row = int(c[b, k, 0]) - math.ceil(r), int(c[b, k, 1]) - math.ceil(r)
+        for row, col in extra[b, k].nonzero().tolist():
+            assert row == first_row or col == first_col
+    # a keypoint whose only pixel on the map is the extra column: dropped by "symmetric", rendered by "mmpose"
+    edge = torch.tensor([[[48.0 - 1 + math.ceil(r), 30.0]]])
+    assert gaussian_heatmaps(edge, (64, 48), sigma)[1].item() == 0
+    heatmaps, weights = gaussian_heatmaps(edge, (64, 48), sigma, window="mmpose")
+    assert weights.item() == 1 and heatmaps[0, 0, :, :-1].eq(0).all() and heatmaps[0, 0, 30, -1] > 0
+
+
+# --- mmpose's generators: ONNX Runtime, function and inline --------------------------------------------------------
+
+
+class Mmpose(nn.Module):
+    """(keypoints, visibility, sigma, keypoint_weights) -> (heatmaps, weights) with one generator's options."""
+
+    def __init__(self, size, **options):
+        super().__init__()
+        self.size, self.options = size, options
+
+    def forward(self, keypoints, visibility, sigma, keypoint_weights):
+        return gaussian_heatmaps(keypoints, self.size, sigma, visibility=visibility, keypoint_weights=keypoint_weights,
+                                 **self.options)  # fmt: skip
+
+
+@functools.cache
+def ort_mmpose(generator: str, size: tuple[int, int], emit: str) -> OrtModel:
+    """One export per generator, size and emit mode: sigma a 0-d input, B and K dynamic."""
+    kp = around(2, 5, size=size)
+    example = (kp, torch.ones(2, 5), torch.tensor(2.0), torch.ones(5))
+    dynamic = (*DYNAMIC, None, {0: "K"})
+    return OrtModel(Mmpose(size, **GENERATORS[generator][1]), example, dynamic_shapes=dynamic, emit=emit)
+
+
+@pytest.mark.parametrize("emit", ["function", "inline"])
+@pytest.mark.parametrize("size", MMPOSE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_ort_matches_mmpose_generators(generator, size, emit):
+    model = ort_mmpose(generator, size, emit)
+    for keys, sigma in itertools.product(MMPOSE_KEYS, MMPOSE_SIGMAS):
+        kp, vis, dataset, expected = mmpose_case(generator, keys, size, sigma)
+        assert_mmpose(model(kp, vis, torch.tensor(sigma), dataset), expected)
+
+
+@pytest.mark.parametrize("emit", ["function", "inline"])
+def test_dark_validity_band_on_every_backend(emit):
+    """``window="full"`` keeps ``-(r + 1) <= p < n + r`` (mmpose's DARK test), per axis, exactly at its ends."""
+    size, sigma = (16, 12), 1.5  # r = 4.5: kept for -5.5 <= x < 16.5 and -5.5 <= y < 20.5
+    below = float(np.nextafter(np.float32(-5.5), np.float32(-np.inf)))
+    above = float(np.nextafter(np.float32(16.5), np.float32(0)))
+    xs = [-5.5, below, above, 16.5, 5.0, 5.0, 5.0, 5.0]
+    ys = [3.0, 3.0, 3.0, 3.0, -5.5, below, float(np.nextafter(np.float32(20.5), np.float32(0))), 20.5]
+    kp = torch.tensor([list(zip(xs, ys))])
+    vis = torch.ones(1, 8)
+    expected = mmpose_targets("dark", kp, vis, size, sigma)
+    assert expected[1].tolist() == [[1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]]
+    options = GENERATORS["dark"][1]
+    ort = ort_mmpose("dark", size, emit)
+    for out in (
+        gaussian_heatmaps(kp, size, sigma, visibility=vis, **options),
+        ort(kp, vis, torch.tensor(sigma), torch.ones(8)),
+    ):
+        assert_mmpose(out, expected)
+        assert (out[0][0, [0, 2, 4, 6]].flatten(1).amax(-1) > 0).all()  # the full Gaussian reaches the map
+
+
+# --- visibility as the weight, dataset keypoint weights --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_visibility_weights_follow_mmpose(run_options, window):
+    """mmpose copies the visibility into the weight: a keypoint below 0.5 is not rendered and keeps its visibility as
+    the weight, wherever it is (also off the map or not finite); one >= 0.5 that is not rendered (off the map, not
+    finite) weighs 0; a visibility that is not > 0 (negative, NaN) weighs 0 (kpx never outputs NaN or a negative
+    weight)."""
+    kp = torch.tensor([[[5.0, 5.0], [6.0, 4.0], [7.0, 3.0], [-40.0, 5.0], [math.nan, 2.0], [3.0, 3.0], [4.0, 8.0]]])
+    kp = torch.cat([kp, torch.tensor([[[-40.0, 5.0], [1.0, math.inf]]])], 1)
+    vis = torch.tensor([[0.7, 0.3, 0.5, 0.9, 1.0, -0.5, math.nan, 0.2, 0.4]])
+    heatmaps, weights = run_options(kp, vis, window=window, visibility_weights=True)
+    expected = torch.tensor([[0.7, 0.3, 0.5, 0.0, 0.0, 0.0, 0.0, 0.2, 0.4]])
+    torch.testing.assert_close(weights, expected, rtol=0, atol=0)
+    rendered = heatmaps.flatten(2).amax(-1) > 0
+    assert rendered.tolist() == [[True, False, True, False, False, False, False, False, False]]
+    binary = run_options(kp, vis, window=window)
+    torch.testing.assert_close(heatmaps, binary[0], rtol=0, atol=0)
+    assert binary[1].tolist() == [[1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+
+
+def test_visibility_weights_of_bool_and_integer_visibility():
+    """Bools and 0/1 give the 0/1 weights of the default mode; COCO's flag 2 would weigh 2 (mmpose's datasets pass
+    min(1, v)); the default mode ignores the visibility's value above 0.5."""
+    kp = torch.tensor([[[3.0, 3.0], [5.0, 4.0], [6.0, 2.0]]])
+    for flags in (torch.tensor([[False, True, True]]), torch.tensor([[0, 1, 1]]), torch.tensor([[0.0, 1.0, 1.0]])):
+        assert gaussian_heatmaps(kp, (8, 8), 1.0, visibility=flags, visibility_weights=True)[1].tolist() == [[0, 1, 1]]
+    coco = torch.tensor([[0, 1, 2]])
+    assert gaussian_heatmaps(kp, (8, 8), 1.0, visibility=coco, visibility_weights=True)[1].tolist() == [[0, 1, 2]]
+    assert gaussian_heatmaps(kp, (8, 8), 1.0, visibility=coco)[1].tolist() == [[0, 1, 1]]
+    floats = torch.tensor([[0.2, 0.7, 0.9]])
+    assert gaussian_heatmaps(kp, (8, 8), 1.0, visibility=floats)[1].tolist() == [[0, 1, 1]]
+
+
+def test_visibility_weights_without_visibility_are_the_default_weights():
+    kp = around(2, 9, seed=121)
+    by_visibility, default = (
+        gaussian_heatmaps(kp, SIZE, SIGMA, visibility_weights=True),
+        gaussian_heatmaps(kp, SIZE, SIGMA),
+    )
+    for got, want in zip(by_visibility, default, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_visibility_weights_merge_instances_by_max():
+    kp = torch.tensor([[[[5.0, 5.0], [-50.0, 5.0]], [[6.0, 6.0], [4.0, 4.0]], [[-50.0, 2.0], [3.0, 3.0]]]])  # B, I, K
+    vis = torch.tensor([[[0.4, 0.9], [0.8, 0.2], [1.0, 0.6]]])
+    heatmaps, weights = gaussian_heatmaps(kp, SIZE, 1.0, visibility=vis, visibility_weights=True)
+    torch.testing.assert_close(weights, torch.tensor([[0.8, 0.6]]), rtol=0, atol=0)  # 1.0 and 0.9 are off the map
+    torch.testing.assert_close(heatmaps, gaussian_heatmaps(kp, SIZE, 1.0, visibility=vis)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("visibility_weights", [False, True])
+def test_keypoint_weights_multiply_the_weights_only(run_options, visibility_weights):
+    kp = around(3, 4, seed=122)
+    vis = visibility_like(kp, seed=123)
+    dataset = torch.tensor([1.0, 1.2, 1.5, 0.5])
+    plain = run_options(kp, vis, visibility_weights=visibility_weights)
+    out = run_options(kp, vis, keypoint_weights=dataset, visibility_weights=visibility_weights)
+    assert_mixed(plain[0].flatten(2).amax(-1) > 0)
+    torch.testing.assert_close(out[0], plain[0], rtol=0, atol=0)
+    torch.testing.assert_close(out[1], plain[1] * dataset, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def run_options(request):
+    """``run_options(keypoints, visibility, **options)`` at SIZE, SIGMA, eagerly or on ORT (one export per options)."""
+    if request.param == "torch":
+        return lambda kp, vis, keypoint_weights=None, **o: Mmpose(SIZE, **o)(kp, vis, SIGMA, keypoint_weights)
+    sessions = {}
+
+    def run(kp, vis, keypoint_weights=None, **options):
+        key = (tuple(sorted(options.items())), keypoint_weights is None)
+        if key not in sessions:
+            example = (around(2, 5), torch.ones(2, 5), *(() if keypoint_weights is None else (torch.ones(5),)))
+            dynamic = (*DYNAMIC, *(() if keypoint_weights is None else ({0: "K"},)))
+            module = Render(**options) if keypoint_weights is None else Weighted(**options)
+            sessions[key] = OrtModel(module, example, dynamic_shapes=dynamic)
+        return sessions[key](kp, vis, *(() if keypoint_weights is None else (keypoint_weights,)))
+
+    return run
+
+
+class Weighted(Render):
+    """(keypoints, visibility, keypoint_weights) -> (heatmaps, weights) at SIZE, SIGMA."""
+
+    def forward(self, keypoints, visibility, keypoint_weights):
+        return gaussian_heatmaps(keypoints, self.size, self.sigma, visibility=visibility,
+                                 keypoint_weights=keypoint_weights, **self.options)  # fmt: skip
+
+
+def test_module_keypoint_weights_are_a_buffer():
+    dataset = torch.tensor([1.0, 2.0, 0.5])
+    module = GaussianHeatmaps(SIZE, SIGMA, keypoint_weights=dataset, window="mmpose", visibility_weights=True)
+    assert "keypoint_weights" in dict(module.named_buffers()) and "keypoint_weights" not in module.state_dict()
+    kp = around(2, 3, seed=124)
+    vis = visibility_like(kp, seed=125)
+    want = gaussian_heatmaps(kp, SIZE, SIGMA, visibility=vis, keypoint_weights=dataset, window="mmpose",
+                             visibility_weights=True)  # fmt: skip
+    for got, w in zip(module.double()(kp.double(), vis), want, strict=True):
+        torch.testing.assert_close(got, w.double(), rtol=0, atol=1e-6)  # float32 vs float64 inside
+
+
+# --- new options: exceptions -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", ["Symmetric", "mmpose_exact", "", None, 1])
+def test_bad_window_raises(window):
+    with pytest.raises(ValueError, match="window must be 'symmetric'"):
+        gaussian_heatmaps(torch.zeros(1, 3, 2), SIZE, SIGMA, window=window)
+    with pytest.raises(ValueError, match="window"):
+        GaussianHeatmaps(SIZE, SIGMA, window=window)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (torch.ones(4), r"keypoint_weights must have shape \(K,\) = \(3,\)"),
+        (torch.ones(1, 3), r"keypoint_weights must have shape \(K,\) = \(3,\)"),
+        (torch.ones(3, dtype=torch.int64), "keypoint_weights must be a floating tensor"),
+        ([1.0, 1.0, 1.0], "keypoint_weights must be a torch.Tensor"),
+    ],
+)
+def test_bad_keypoint_weights_raise(value, match):
+    with pytest.raises(ValueError, match=match):
+        gaussian_heatmaps(torch.zeros(2, 3, 2), SIZE, SIGMA, keypoint_weights=value)
