@@ -33,11 +33,10 @@ limits the sub-pixel accuracy:
   (``w / W``) would shrink every keypoint towards the box corner by 11/12 in x and 15/16 in y.
 
 Joints stay >= 2.2 heatmap px from the heatmap edges (``MARGIN``; the person fills the middle of the box,
-as after mmpose's 1.25 box padding). This matters for DARK: kpx blurs with reflect-101 borders (docs/spec.md),
-where a peak's mirror image merges with it and pulls the refined keypoint towards the edge, with sigma 1 and
-``blur_kernel=5`` by up to 0.8 heatmap px for a peak 1 to 1.5 px from the edge, 0.1 px at 2 px and nothing
-from 2.5 px on (mmpose's zero padding biases the other way, by at most 0.12 px). The round trip printed
-first (exact targets -> DARK -> frame; < 0.1 px mean) is that residue.
+as after mmpose's 1.25 box padding). kpx's DARK narrows its blur near the heatmap edges so that it never
+reads beyond the map (docs/spec.md; a padded blur pulls a peak near the edge towards it), so the margin is
+not needed for accuracy any more; it keeps the example's synthetic people inside their boxes. The round trip
+printed first (exact targets -> DARK -> frame) measures the conventions alone.
 
 The script prints that round trip, trains for ``--steps`` steps (fresh samples every step, fixed seed),
 exports, runs the file on ONNX Runtime CPU and prints:

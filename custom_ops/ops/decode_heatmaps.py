@@ -661,7 +661,7 @@ SPEC = register(
         samples=samples,
         adversarial=adversarial,
         # fp32: argmax, scores and quarter offsets are exact; DARK's step moves by the float32 rounding of the
-        # blur (Conv summation order differs between runtimes) over the Hessian: ORT CPU vs torch measured
+        # blur (MatMul and Conv summation order differ between runtimes) over the Hessian: ORT CPU vs torch measured
         # <= 4e-6 px on Gaussian peaks, <= 4e-5 px on pure-noise maps (ill-conditioned Hessians; 1/3 of this).
         # fp16: the float32 result rounded once to half (eps 9.8e-4; one rounding flip is one ulp).
         tolerances={torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-3), torch.float64: (1e-5, 1e-5)},
