@@ -32,7 +32,17 @@ from custom_ops.registry import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, check_ops
 from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
 from export_tools.errors import ExportError, OpsetConversionError, strip_ansi
 from export_tools.files import write_atomic
-from export_tools.graph import default_opset, kpx_nodes, set_metadata
+from export_tools.graph import (
+    KPX_OP_KEY,
+    NODE_ORIGINS_KEY,
+    TORCH_ORIGIN_KEYS,
+    compact_origins,
+    default_opset,
+    kpx_nodes,
+    node_props,
+    set_metadata,
+    set_node_props,
+)
 from export_tools.traps import check_heatmap_sizes, check_materialised, name_kpx_outputs, unwrap_model
 
 EMIT_MODES = ("function", "inline")
@@ -76,7 +86,12 @@ def inline_functions(model):
     import onnx.inliner
     import onnxscript.optimizer
 
-    inlined = onnxscript.optimizer.optimize(onnx.inliner.inline_local_functions(model))
+    inlined = onnx.inliner.inline_local_functions(model)
+    tag_inlined_nodes(model, inlined)
+    calls = {o: node_props(n) for n in inlined.graph.node if KPX_OP_KEY in node_props(n) for o in n.output}
+    outputs = {o for n in model.graph.node if n.domain == DOMAIN for o in n.output}
+    inlined = onnxscript.optimizer.optimize(inlined)
+    _retag_rewritten_nodes(inlined, {o: props for o, props in calls.items() if o in outputs})
     del inlined.functions[:]
     keep = [o for o in inlined.opset_import if o.domain != DOMAIN]
     del inlined.opset_import[:]
@@ -84,6 +99,85 @@ def inline_functions(model):
     if kpx_nodes(inlined):
         raise ExportError("inlining left kpx nodes behind; this is a kpx bug, please report it")
     return inlined
+
+
+def tag_inlined_nodes(model, inlined) -> None:
+    """Gives each node that inlining a kpx call created the call's origin metadata (module scope, class, stack
+    trace) and ``kpx.op`` (JSON ``{"op_type", "node"}``), so that parity can name the op and its module.
+
+    The inliner keeps the main graph's nodes and values and gives each body's values fresh names: the nodes of one
+    call are linked by the values they share, and a group belongs to the call whose output it produces (or, for a
+    group that produces none, whose input it reads; else the nearest call before it)."""
+    calls = [n for n in model.graph.node if n.domain == DOMAIN]
+    if not calls:
+        return
+    kept = {n.name for n in model.graph.node if n.domain != DOMAIN}
+    known = {v.name for v in model.graph.input} | {t.name for t in model.graph.initializer}
+    known |= {o for n in model.graph.node for o in n.output}
+    fresh = [i for i, n in enumerate(inlined.graph.node) if n.name not in kept]
+    parent = {i: i for i in fresh}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    producer = {o: i for i in fresh for o in inlined.graph.node[i].output if o and o not in known}
+    for i in fresh:
+        for name in inlined.graph.node[i].input:
+            if name in producer:
+                parent[root(i)] = root(producer[name])
+    owner: dict[int, Any] = {}
+    for call in calls:
+        for i in fresh:
+            node = inlined.graph.node[i]
+            if root(i) not in owner and (set(node.output) & set(call.output)):
+                owner[root(i)] = call
+    for call in calls:
+        for i in fresh:
+            if root(i) not in owner and set(inlined.graph.node[i].input) & set(n for n in call.input if n):
+                owner[root(i)] = call
+    last = calls[0]
+    for i in fresh:
+        call = owner.get(root(i), last)
+        last = call
+        props = {k: v for k, v in node_props(call).items() if k in TORCH_ORIGIN_KEYS or k == "namespace"}
+        props[KPX_OP_KEY] = json.dumps({"op_type": call.op_type, "node": call.name})
+        set_node_props(inlined.graph.node[i], props)
+
+
+def _retag_rewritten_nodes(model, calls: Mapping[str, dict[str, str]]) -> None:
+    """Nodes the optimizer wrote in place of inlined kpx nodes (a fused ``Softmax``, a final ``Cast``) have no
+    metadata. One that produces a kpx call's output (``calls``: ``{output: the call's tags}``) gets that call's
+    tags; then, in graph order, one whose tagged producers all belong to one call gets its tags."""
+    nodes = list(model.graph.node)
+    for node in nodes:
+        if not len(node.metadata_props):
+            owner = next((calls[o] for o in node.output if o in calls), None)
+            if owner is not None:
+                set_node_props(node, owner)
+    producer = {o: n for n in nodes for o in n.output if o}
+    for node in nodes:
+        if len(node.metadata_props):
+            continue
+        before = [node_props(producer[i]) for i in node.input if i in producer]
+        tags = {p.get(KPX_OP_KEY) for p in before if len(p)}
+        if len(tags) == 1 and None not in tags:
+            set_node_props(node, next(p for p in before if p.get(KPX_OP_KEY)))
+
+
+def _copy_lowered_origins(raw, lowered) -> None:
+    """Nodes that the opset lowering wrote in place of one node (named after it) get that node's origin metadata."""
+    origins = {n.name: node_props(n) for n in raw.graph.node if n.name and len(n.metadata_props)}
+    if not origins:
+        return
+    for node in lowered.graph.node:
+        if len(node.metadata_props) or not node.name:
+            continue
+        source = max((name for name in origins if node.name.startswith(name)), key=len, default=None)
+        if source is not None:
+            set_node_props(node, origins[source])
 
 
 def _cast_args(args: tuple, dtype: torch.dtype | None) -> tuple:
@@ -300,16 +394,21 @@ def finalize(raw, *, opset: int, emit: str = "function"):
     proto.CopyFrom(raw)
     if opset < default_opset(proto):
         try:
-            proto = downgrade(proto, opset)
+            lowered = downgrade(proto, opset)
         except OpsetConversionError as exc:  # names the op and the fix
             raise ExportError(str(exc)) from exc
+        _copy_lowered_origins(proto, lowered)
+        proto = lowered
     if default_opset(proto) != opset:
         raise ExportError(f"the traced graph is at opset {default_opset(proto)} and cannot be written at {opset}")
     attach_functions(proto, opset)
     if emit == "inline":
         proto = inline_functions(proto)
     if opset < EXPORT_OPSET:
+        origins = compact_origins(proto)
         lower_ir_version(proto)  # IR 8 (inline) or 9 (function defaults), readable by older runtimes
+        if origins and proto.ir_version < 10:  # nodes hold no metadata below IR 10: parity reads it from here
+            set_metadata(proto, {NODE_ORIGINS_KEY: json.dumps(origins, separators=(",", ":"))})
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

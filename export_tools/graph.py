@@ -126,3 +126,92 @@ def promote_to_float64(model):
 def feeds_to_float64(feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Float inputs as float64 (for a :func:`promote_to_float64` graph); others unchanged."""
     return [np.asarray(f).astype(np.float64) if np.asarray(f).dtype.kind == "f" else np.asarray(f) for f in feeds]
+
+
+# --- where ONNX nodes came from (the torch exporter's node metadata) ------------------------------------------
+
+#: node ``metadata_props`` written by torch.onnx (dynamo) that lead back to the PyTorch module and line
+TORCH_ORIGIN_KEYS = (
+    "pkg.torch.onnx.name_scopes",
+    "pkg.torch.onnx.class_hierarchy",
+    "pkg.torch.onnx.fx_node",
+    "pkg.torch.onnx.stack_trace",
+)
+#: node metadata written by kpx on the nodes that inlining a kpx function created: JSON ``{"op_type", "node"}``
+KPX_OP_KEY = "kpx.op"
+#: model metadata holding the node origins of a file below IR 10 (nodes have no ``metadata_props`` there)
+NODE_ORIGINS_KEY = "kpx.node_origins"
+_ORIGIN_KEYS = (*TORCH_ORIGIN_KEYS[:2], TORCH_ORIGIN_KEYS[3], KPX_OP_KEY)
+
+
+def node_props(node) -> dict[str, str]:
+    """``node.metadata_props`` as a dict."""
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def set_node_props(node, props: dict[str, str]) -> None:
+    """Sets (or replaces) ``props`` in ``node.metadata_props``, keeping the others."""
+    kept = [p for p in node.metadata_props if p.key not in props]
+    del node.metadata_props[:]
+    node.metadata_props.extend(kept)
+    for key, value in props.items():
+        node.metadata_props.add(key=key, value=value)
+
+
+def node_origins(model) -> dict[str, dict[str, str]]:
+    """``{node name: origin metadata}`` for the main graph's nodes: each node's own ``metadata_props``, else the
+    copy kpx keeps in the model metadata (:data:`NODE_ORIGINS_KEY`) for files below IR 10."""
+    import contextlib
+    import json
+
+    out: dict[str, dict[str, str]] = {}
+    stored = metadata(model).get(NODE_ORIGINS_KEY)
+    if stored:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            out.update({k: dict(v) for k, v in json.loads(stored).items() if isinstance(v, dict)})
+    for node in model.graph.node:
+        props = {k: v for k, v in node_props(node).items() if k in TORCH_ORIGIN_KEYS or k == KPX_OP_KEY}
+        if props:
+            out[node.name] = props
+    return out
+
+
+def compact_origins(model, max_frames: int = 3) -> dict[str, dict[str, str]]:
+    """The origin metadata of the main graph's nodes, small enough for the model metadata: scopes, classes, the
+    kpx op, and the last ``max_frames`` frames of the stack trace that are not in torch itself."""
+    out = {}
+    for node in model.graph.node:
+        props = {k: v for k, v in node_props(node).items() if k in _ORIGIN_KEYS}
+        if not props:
+            continue
+        trace = props.get(TORCH_ORIGIN_KEYS[3])
+        if trace:
+            frames = [f for f in split_stack_trace(trace) if not is_library_frame(f[0], torch_only=True)]
+            props[TORCH_ORIGIN_KEYS[3]] = "\n".join(
+                f'  File "{p}", line {n}, in {f}\n    {c}' for p, n, f, c in frames[-max_frames:]
+            )
+        out[node.name] = props
+    return out
+
+
+def split_stack_trace(text: str) -> list[tuple[str, int, str, str]]:
+    """``[(path, line, function, code)]``, outermost first, from a Python traceback text (torch's
+    ``pkg.torch.onnx.stack_trace``)."""
+    import re
+
+    frames = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r'\s*File "(.*)", line (\d+), in (.*)$', line)
+        if m:
+            code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].lstrip().startswith("File ") else ""
+            frames.append((m.group(1), int(m.group(2)), m.group(3).strip(), code))
+    return frames
+
+
+def is_library_frame(path: str, *, torch_only: bool = False) -> bool:
+    """True for a frame in torch itself (and, unless ``torch_only``, in kpx's own packages)."""
+    import os
+
+    parts = set(os.path.normpath(path).split(os.sep)[:-1])
+    return bool(parts & ({"torch"} if torch_only else {"torch", "custom_ops", "export_tools"}))

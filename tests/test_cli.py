@@ -172,7 +172,7 @@ def test_export_factory_with_weights_dynamic_dims_and_check(capsys, work):
     dims = [d.dim_param or d.dim_value for d in onnx.load("h.onnx").graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["B", 8, "H", "W"]
     report = json.loads(Path("r.json").read_text())
-    assert report["schema"] == "kpx.parity/2" and report["verdict"] == "pass"
+    assert report["schema"] == "kpx.parity/3" and report["verdict"] == "pass"
 
 
 def test_export_loads_the_weights(capsys, work):

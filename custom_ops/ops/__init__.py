@@ -13,3 +13,4 @@ from custom_ops.ops.simcc_targets import SimCCTargets, simcc_targets
 from custom_ops.ops.spatial_expectation2d import SpatialExpectation2d, spatial_expectation2d
 from custom_ops.ops.spatial_soft_argmax2d import SpatialSoftArgmax2d, spatial_soft_argmax2d
 from custom_ops.ops.spatial_softmax2d import SpatialSoftmax2d, spatial_softmax2d
+from custom_ops.ops.topdown_crop import TopdownCrop, topdown_crop

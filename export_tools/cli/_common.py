@@ -288,7 +288,7 @@ def export_model(loaded, example: tuple, dynamic, input_names: list[str], log: L
     from export_tools.exporter import to_onnx
 
     spec = getattr(loaded.module, "spec", None)  # builtin ops: outputs named as in the registry
-    output_names = [o.name for o in spec.outputs] if spec is not None else None
+    output_names = [o.name for o in spec.outputs] if spec is not None else getattr(loaded.module, "output_names", None)
     try:
         return to_onnx(loaded.module, example, dynamic_shapes=dynamic, input_names=input_names,
                        output_names=output_names, **options)  # fmt: skip

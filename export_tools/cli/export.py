@@ -45,6 +45,48 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "metadata; refused unless ONNX Runtime outputs stay equal (see `kpx simplify`)")  # fmt: skip
     p.add_argument("--check", action="store_true", help="run the parity harness right after the export")
     add_check_options(p)
+    add_decode_options(p)
+
+
+def add_decode_options(p: argparse.ArgumentParser) -> None:
+    """``--decode`` and its options: keypoints and scores out of the file (export_tools/decoding.py)."""
+    from export_tools.decoding import BOX_FORMATS, DECODE_CHOICES
+
+    g = p.add_argument_group("decode in the graph", "outputs `keypoints` (N, K, 2) and `scores` (N, K)")
+    g.add_argument("--decode", choices=DECODE_CHOICES, help="decode the model's heatmaps or SimCC pair in the file")
+    g.add_argument("--split-ratio", type=float, default=2.0, help="SimCC bins per input pixel (default 2.0)")
+    g.add_argument("--simcc-sigma", type=float, nargs="+", default=None, metavar="SIGMA",
+                   help="SimCC label sigma in bins, one or x y (sets simcc:dark's blur; default 6.0)")  # fmt: skip
+    g.add_argument("--blur-kernel", type=int, default=11, help="heatmap DARK blur size (default 11: sigma 2)")
+    g.add_argument("--udp", action="store_true", help="UDP: the crop's UDP matrix and w - 1 heatmap scaling")
+    g.add_argument("--boxes", choices=BOX_FORMATS, help="take boxes (N, 4) and output frame pixels")
+    g.add_argument("--crop", metavar="WxH", help="crop the frames in the graph to the network's input size")
+    g.add_argument("--padding", type=float, default=1.25, help="box padding before the crop (default 1.25)")
+    g.add_argument("--batch-index", action="store_true", help="take batch_index (N,): each box's frame")
+    g.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted from the crops")
+    g.add_argument("--std", type=float, nargs="+", help="per-channel std dividing the crops")
+
+
+def decode_options(args: argparse.Namespace) -> dict | None:
+    """:class:`~export_tools.decoding.PoseDecoder` options from the flags; ``None`` without ``--decode``."""
+    from export_tools.decoding import parse_size
+
+    given = [flag for flag, value in (("--boxes", args.boxes), ("--crop", args.crop), ("--udp", args.udp),
+                                      ("--batch-index", args.batch_index), ("--mean", args.mean),
+                                      ("--std", args.std), ("--simcc-sigma", args.simcc_sigma)) if value]  # fmt: skip
+    if args.decode is None:
+        if given:
+            raise UsageError(f"{', '.join(given)} configure --decode: add --decode (e.g. --decode simcc), or drop them")
+        return None
+    if args.simcc_sigma is not None and len(args.simcc_sigma) not in (1, 2):
+        raise UsageError(f"--simcc-sigma takes one sigma or two (x y); got {len(args.simcc_sigma)}")
+    sigma = 6.0 if args.simcc_sigma is None else (args.simcc_sigma[0] if len(args.simcc_sigma) == 1 else
+                                                   tuple(args.simcc_sigma))  # fmt: skip
+    return {
+        "decode": args.decode, "split_ratio": args.split_ratio, "sigma": sigma, "blur_kernel": args.blur_kernel,
+        "udp": args.udp, "boxes": args.boxes, "padding": args.padding, "batch_index": args.batch_index,
+        "mean": args.mean, "std": args.std, "crop_size": None if args.crop is None else parse_size(args.crop, "--crop"),
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace, log: Log) -> int:
@@ -61,8 +103,21 @@ def run(args: argparse.Namespace, log: Log) -> int:
     runtimes = parse_runtimes(args.providers, available=args.check)
     if args.check:
         check_report_path(args, [*reads, args.output])
+    decode = decode_options(args)
     progress = log.progress("export", 4 + bool(args.check))
     loaded, example, dynamic, input_names = load_pytorch(args, log)
+    if decode is not None:
+        import dataclasses
+
+        from export_tools.decoding import wrap
+
+        try:
+            wrapper, example, dynamic, input_names = wrap(loaded.module, example, dynamic, input_names, **decode)
+        except UsageError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--decode: {exc}") from None
+        loaded = dataclasses.replace(loaded, module=wrapper, input_names=input_names)
     progress.step("model ready")
     dtype = {"fp32": None, "fp16": "float16"}[args.dtype]
     log.debug(f"exporting {loaded.source} with opset {args.opset}, emit={args.emit}, dynamic={dynamic}")

@@ -11,9 +11,10 @@ from typing import Any
 
 from export_tools.parity.compare import OutputStats
 
-SCHEMA = "kpx.parity/2"
+SCHEMA = "kpx.parity/3"
 """Version 2 added ``Case.failure`` (a runtime that crashed, hung or ran out of memory), ``Case.localisation``
-(why a failed case could not be localised) and the report's ``notes``."""
+(why a failed case could not be localised) and the report's ``notes``. Version 3 added ``Case.where``: for a
+failed case judged against PyTorch, the first module whose output departs (:mod:`export_tools.parity.where`)."""
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Case:
     failure: dict[str, str] | None = None
     #: why a failed case has no divergence ("localisation unavailable: ...")
     localisation: str | None = None
+    #: a failed case against PyTorch: the first module whose output departs (a where.ModuleDivergence)
+    where: Any = None
 
     @property
     def passed(self) -> bool:
@@ -74,6 +77,7 @@ class ParityReport:
             "divergence": case.divergence.as_dict() if case.divergence else None,
             "failure": case.failure,
             "localisation": case.localisation,
+            "where": case.where.as_dict() if case.where else None,
         }
 
     def write_json(self, path: str | Path, *, overwrite: bool = True) -> Path:
@@ -105,6 +109,7 @@ class ParityReport:
                     f"{o.max_abs:>9.2e} {o.max_rel:>9.2e} {o.p99_abs:>9.2e} {px} {pattern:^7}  "
                     f"{'yes' if o.passed else 'NO'}"
                 )
+        lines += [f"{c.inputs} on {c.runtime}: {c.where}" for c in self.cases if c.where]
         lines += [f"{c.inputs} on {c.runtime}: {c.divergence}" for c in self.cases if c.divergence]
         lines += [f"{c.inputs} on {c.runtime}: {c.localisation}" for c in self.cases if c.localisation]
         lines += [f"note: {n}" for n in self.notes]

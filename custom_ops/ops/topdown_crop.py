@@ -1,0 +1,547 @@
+"""topdown_crop: detector boxes to network inputs, as mmpose 1.3.2's top-down pipeline crops them.
+
+``images (F, C, H, W)``, ``boxes (N, 4)``, ``batch_index (N,)`` -> ``crops (N, C, h, w)`` and
+``boxes_cs (N, 4)``, for ``input_size = (w, h)``. ``F``: frames; ``N``: boxes, i.e. crops (the network's batch).
+
+Definition (float32, per box; ``a = w / h`` of the input size):
+
+1. centre and size, ``padding`` applied in every format (``GetBBoxCenterScale``: mmpose's ``bbox_xyxy2cs``)::
+
+       "xyxy" (x0, y0, x1, y1): c = (p0 + p1) * 0.5,  s = (p1 - p0) * padding
+       "xywh" (x0, y0, w, h):    c = p0 + size * 0.5, s = size * padding
+       "cs"   (cx, cy, sw, sh):  c = (cx, cy),        s = (sw, sh) * padding
+
+2. aspect fix (``TopdownAffine._fix_aspect_ratio``): ``s = (sw, sw / a) if sw > sh * a else (sh * a, sh)``.
+   ``boxes_cs = (c, s)``: mmpose's ``bbox_center``/``bbox_scale`` after ``TopdownAffine``.
+3. crop pixel ``(i, j)`` samples the frame at (``udp=False``: ``get_warp_matrix``; ``udp=True``:
+   ``get_udp_warp_matrix``; rotation 0)::
+
+       x = (cx - 0.5 * sw) + j * (sw / w)          y = (cy - 0.5 * sh) + i * (sh / h)            MSRA
+       x = (cx - 0.5 * sw) + j * (sw / (w - 1))    y = (cy - 0.5 * sh) + i * (sh / (h - 1))      UDP
+
+   which is the inverse of ``cv2.warpAffine(frame, M, (w, h), flags=INTER_LINEAR)``'s matrix (pixel centres at
+   integer coordinates), written so that it is the same float32 expression as
+   ``heatmap_to_image(kp, boxes_cs, (h, w), box_format="cs", scale_mode="msra" | "udp")``: frame -> crop -> frame
+   round-trips exactly. (mmpose's MSRA matrix scales y by ``w / sw``; after the aspect fix ``sh / h`` is the same
+   number up to float32 rounding.)
+4. bilinear with a constant-0 border, as OpenCV: the four pixels around ``(x, y)``, those outside the frame (or of
+   a frame index outside ``[0, F)``) read as 0, weights ``1 - fx, fx`` and ``1 - fy, fy``.
+5. ``(crop - mean) / std`` per channel when given (the 0 border becomes ``-mean / std``, as in mmpose/rtmlib).
+
+Decisions:
+
+- ``input_size`` is ``(w, h)``, mmpose's codec ``input_size`` order (``(192, 256)`` for a 256x192 model), so a
+  config value can be copied; the crops are ``(N, C, h, w)``. It is static (node attribute), like ``padding``,
+  ``box_format`` and ``udp``. ``udp=True`` needs ``w, h >= 2``.
+- ``padding`` applies to ``"cs"`` boxes too: the format only says how a box is written. Pass mmpose's
+  ``bbox_center``/``bbox_scale`` (already padded) with ``padding=1.0``; ``boxes_cs`` fed back that way gives the
+  same crops (the aspect fix is idempotent).
+- Degenerate boxes (zero or negative size) follow the formulas, NaN-free: a zero-size box gives a constant crop,
+  the bilinear value at its centre (mmpose's ``getAffineTransform`` is singular there and OpenCV then samples
+  the frame's corner). Negative sizes are not reordered: like mmpose, the crop comes out mirrored.
+  Non-finite boxes give NaN crops; a NaN pixel makes NaN every output pixel whose 2x2 cell holds it.
+- dtypes: ``images`` float32/float16/bfloat16/float64 or uint8 (a frame as decoded), ``boxes`` any float,
+  ``batch_index`` int64/int32. Computed in float32 (float64 too); the outputs have the images' float dtype, float32
+  for uint8 frames (kpx's rule: outputs follow the main input). The ``kpx`` node itself returns float32; the cast
+  and the normalisation are standard ops after it.
+- ``mean``/``std`` are applied after the node, as standard ``Sub``/``Div`` on float32 constants: the registry's
+  node attributes are ints, floats or int lists (no float lists), and so the crop node stays the same for any
+  normalisation.
+- ``batch_index`` outside ``[0, F)``: eagerly a ``ValueError``; in an exported graph (no data-dependent checks)
+  that box reads no frame, so its crop is the border value (0, then ``-mean / std``) on every runtime.
+  ``batch_index=None``: every box is from frame 0.
+
+ONNX body: a gather-based bilinear (standard ops, opsets 15-21, the same body at every opset). The frames are
+transposed to rows of ``C`` values (``(F*H*W, C)``) with one zero row appended; each of the four corners is one
+``Gather`` of ``(N, h, w)`` row indices (corners outside the frame point at the zero row), blended with the same
+float32 expression as the reference. Measured against the alternatives (tests/ops/test_topdown_crop.py,
+``test_onnx_alternatives``):
+
+- ``GridSample`` (opset 16+, ``align_corners=1``, ``padding_mode="zeros"``): bilinear with the same zero border,
+  but it samples one image per grid, so the frames must first be gathered per box (``N`` full frames copied), it
+  needs normalized coordinates (``2 x / (W - 1) - 1``: a rounding step, and ``W = 1`` divides by zero), its mode
+  is ``"bilinear"`` before opset 20 and ``"linear"`` from 20, and opset 15 would need this body anyway.
+- ``RoiAlign`` (``sampling_ratio=1``, one sample per bin) expresses an axis-aligned affine, but it replicates the
+  frame's edge instead of blending with 0 in the 1-pixel band outside the frame, and below opset 16
+  (``output_half_pixel``) it widens boxes under 1 px.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from custom_ops.ops._common import FLOAT, is_exporting, tracing
+from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
+
+INT64 = 7  # onnx.TensorProto.INT64 (tests/ops/test_topdown_crop.py keeps it equal)
+BOX_FORMATS = ("xywh", "xyxy", "cs")  # the ONNX attribute codes of heatmap_to_image: 0, 1, 2
+IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
+INDEX_DTYPES = (torch.int64, torch.int32)
+
+
+def box_format_code(box_format: str) -> int:
+    """Validates ``box_format``; its ONNX attribute value (0 xywh, 1 xyxy, 2 cs)."""
+    if box_format not in BOX_FORMATS:
+        raise ValueError(
+            f"box_format must be 'xyxy' (x0, y0, x1, y1), 'xywh' (x0, y0, w, h) or 'cs' (centre x, centre y, "
+            f"width, height in pixels, mmpose's bbox_center/bbox_scale); got {box_format!r}"
+        )
+    return BOX_FORMATS.index(box_format)
+
+
+def check_input_size(input_size: Sequence[int], udp: bool) -> list[int]:
+    """Validates ``input_size = (w, h)``: two ints >= 1 (>= 2 with ``udp``)."""
+    fix = "e.g. input_size=(192, 256) for a 256x192 (h x w) model, mmpose's codec order"
+    try:
+        values = list(input_size)
+    except TypeError:
+        raise ValueError(f"input_size must be two ints (w, h), {fix}; got {input_size!r}") from None
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"input_size must be two ints (w, h) >= 1, {fix}; got {input_size!r}")
+    if udp and min(values) < 2:
+        raise ValueError(f"input_size must be >= 2 on both axes with udp=True (w / (w - 1)); got {input_size!r}")
+    return values
+
+
+def check_padding(padding: float) -> float:
+    """``padding`` must be a finite Python number > 0."""
+    if isinstance(padding, bool) or not isinstance(padding, (int, float)) or not (0 < padding < math.inf):
+        raise ValueError(f"padding must be a finite number > 0 (mmpose's default is 1.25); got {padding!r}")
+    return float(padding)
+
+
+def check_channel_values(values: Sequence[float] | None, arg: str, channels: int, positive: bool) -> list | None:
+    """``mean``/``std``: None or ``channels`` finite floats (``std`` > 0)."""
+    if values is None:
+        return None
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{arg} must be a sequence of {channels} floats, one per channel; got {values!r}") from None
+    if len(out) != channels:
+        raise ValueError(f"{arg} must have one value per channel, {channels}; got {len(out)}: {values!r}")
+    if not all(math.isfinite(v) and (v > 0 or not positive) for v in out):
+        raise ValueError(f"{arg} must be finite{' and > 0' if positive else ''}; got {values!r}")
+    return out
+
+
+def _crop_geometry(boxes: Tensor, input_size: list[int], padding: float, box_format: int, udp: int):
+    """float32 ``boxes (N, 4)`` -> ``boxes_cs (N, 4)``, crop origins and pixel steps ``(N, 2)`` each."""
+    first, second = boxes[:, :2], boxes[:, 2:]
+    if box_format == 1:  # xyxy
+        centre, extent = (first + second) * 0.5, second - first
+    elif box_format == 0:  # xywh
+        centre, extent = first + second * 0.5, second
+    else:  # cs
+        centre, extent = first, second
+    scale = extent * boxes.new_tensor(padding)
+    size = boxes.new_tensor(input_size)  # (w, h)
+    ratio = size[0] / size[1]
+    sw, sh = scale[:, :1], scale[:, 1:]
+    fixed = torch.where(sw > sh * ratio, torch.cat([sw, sw / ratio], 1), torch.cat([sh * ratio, sh], 1))
+    origin = centre - fixed * 0.5
+    step = fixed / (size - udp)
+    return torch.cat([centre, fixed], 1), origin, step
+
+
+def _axis(origin: Tensor, step: Tensor, n: int, limit: int, valid_box: Tensor):
+    """One axis, ``(N, n)`` each: the two neighbours as indices into the frame padded by one zero pixel before it
+    (a neighbour outside ``[0, limit)``, NaN, or of a box whose frame index is invalid reads the pad, index 0),
+    and the weight of the second one."""
+    pos = origin.unsqueeze(1) + torch.arange(n, device=origin.device, dtype=origin.dtype) * step.unsqueeze(1)
+    low = torch.floor(pos)
+    frac = pos - low
+    high = low + 1
+    zero = torch.zeros((), dtype=low.dtype, device=low.device)
+    valid_low = (low >= 0) & (low < limit) & valid_box
+    valid_high = (high >= 0) & (high < limit) & valid_box
+    return torch.where(valid_low, high, zero).to(torch.int64), torch.where(valid_high, high + 1, zero).to(torch.int64), frac
+
+
+def reference(
+    images: Tensor,
+    boxes: Tensor,
+    batch_index: Tensor,
+    input_size: list[int],
+    padding: float,
+    box_format: int,
+    udp: int,
+) -> tuple[Tensor, Tensor]:
+    """Plain torch definition, float32 out: ``(F, C, H, W)``, ``(N, 4)``, ``(N,)`` -> ``(N, C, h, w)``, ``(N, 4)``.
+
+    Codes as the ONNX attributes; a ``batch_index`` outside ``[0, F)`` reads zeros (the graph's behaviour)."""
+    frames = images.to(torch.float32)
+    n_frames, channels, height, width = frames.shape
+    out_w, out_h = input_size
+    boxes_cs, origin, step = _crop_geometry(
+        boxes.to(device=frames.device, dtype=torch.float32), input_size, padding, box_format, udp
+    )
+    index = batch_index.to(device=frames.device, dtype=torch.int64)
+    valid_frame = ((index >= 0) & (index < n_frames)).view(-1, 1)
+    true = torch.ones((), dtype=torch.bool, device=frames.device)
+    x0, x1, fx = _axis(origin[:, 0], step[:, 0], out_w, width, true)  # (N, w) padded columns
+    y0, y1, fy = _axis(origin[:, 1], step[:, 1], out_h, height, valid_frame)  # (N, h) padded rows, 0 if no frame
+    # channel planes of the frames with one zero row on top and one zero column on the left: (C, F * (H+1) * (W+1))
+    table = nn.functional.pad(frames, (1, 0, 1, 0)).transpose(0, 1).reshape(channels, -1)
+    row_len = width + 1
+    base = (torch.where(valid_frame.view(-1), index, 0) * ((height + 1) * row_len)).view(-1, 1, 1)
+
+    def corner(rows: Tensor, cols: Tensor) -> Tensor:
+        flat = (base + (rows * row_len).unsqueeze(2)) + cols.unsqueeze(1)  # (N, h, w)
+        return table.index_select(1, flat.reshape(-1)).view(channels, *flat.shape)  # (C, N, h, w)
+
+    wx, wy = fx[None, :, None, :], fy[None, :, :, None]
+    top = corner(y0, x0) * (1 - wx) + corner(y0, x1) * wx
+    bottom = corner(y1, x0) * (1 - wx) + corner(y1, x1) * wx
+    crops = top * (1 - wy) + bottom * wy
+    return crops.transpose(0, 1), boxes_cs
+
+
+@torch.library.custom_op("kpx::topdown_crop", mutates_args=())
+def _torch_op(
+    images: Tensor,
+    boxes: Tensor,
+    batch_index: Tensor,
+    input_size: list[int],
+    padding: float,
+    box_format: int,
+    udp: int,
+) -> tuple[Tensor, Tensor]:
+    crops, boxes_cs = reference(images, boxes, batch_index, input_size, padding, box_format, udp)
+    return crops.contiguous(), boxes_cs
+
+
+@_torch_op.register_fake
+def _(images, boxes, batch_index, input_size, padding, box_format, udp):
+    n, (out_w, out_h) = boxes.shape[0], input_size
+    crops = images.new_empty((n, images.shape[1], out_h, out_w), dtype=torch.float32)
+    return crops, boxes.new_empty((n, 4), dtype=torch.float32)
+
+
+def _check_inputs(images: Tensor, boxes: Tensor, batch_index: Tensor | None) -> None:
+    if not isinstance(images, Tensor):
+        raise ValueError(f"images must be a torch.Tensor of shape (F, C, H, W); got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (F, C, H, W), frames x channels; got shape {tuple(images.shape)}")
+    if images.dtype not in IMAGE_DTYPES:
+        raise ValueError(f"images must be float32/float16/bfloat16/float64 or uint8; got {images.dtype}")
+    if not isinstance(boxes, Tensor):
+        raise ValueError(f"boxes must be a torch.Tensor of shape (N, 4); got {type(boxes).__name__}")
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), one box per row; got shape {tuple(boxes.shape)}")
+    if not boxes.is_floating_point():
+        raise ValueError(f"boxes must be a floating tensor (float16/bfloat16/float32/float64); got {boxes.dtype}")
+    if batch_index is None:
+        return
+    if not isinstance(batch_index, Tensor):
+        raise ValueError(f"batch_index must be None or an int64 tensor (N,); got {type(batch_index).__name__}")
+    if batch_index.dtype not in INDEX_DTYPES:
+        raise ValueError(f"batch_index must be an int64 (or int32) tensor, frame of each box; got {batch_index.dtype}")
+    if batch_index.shape != (boxes.shape[0],):
+        raise ValueError(
+            f"batch_index must have shape (N,) = ({boxes.shape[0]},), one frame index per box; "
+            f"got shape {tuple(batch_index.shape)}"
+        )
+    if not tracing() and batch_index.numel():
+        low, high = int(batch_index.min()), int(batch_index.max())
+        if low < 0 or high >= images.shape[0]:
+            raise ValueError(
+                f"batch_index must be in [0, F) = [0, {images.shape[0]}), the frames of images; got values from "
+                f"{low} to {high}"
+            )
+
+
+def topdown_crop(
+    images: Tensor,
+    boxes: Tensor,
+    batch_index: Tensor | None = None,
+    *,
+    input_size: Sequence[int],
+    padding: float = 1.25,
+    box_format: str = "xyxy",
+    udp: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Crops each box from its frame to the network input, as mmpose's top-down pipeline does.
+
+    Args:
+        images: ``(F, C, H, W)`` frames, float or uint8.
+        boxes: ``(N, 4)`` boxes in frame pixels, in ``box_format``.
+        batch_index: ``(N,)`` int64 frame of each box; None: every box is from frame 0.
+        input_size: ``(w, h)`` of the network input (mmpose's codec order; static).
+        padding: box scale factor (mmpose's ``bbox_padding``, 1.25), in every box format.
+        box_format: ``"xyxy"``, ``"xywh"`` or ``"cs"`` (centre x, centre y, width, height).
+        udp: ``get_udp_warp_matrix`` (pixel steps ``s / (w - 1)``) instead of ``get_warp_matrix`` (``s / w``).
+        mean, std: per-channel normalisation ``(crop - mean) / std`` (``C`` floats each), or None.
+
+    Returns:
+        ``crops (N, C, h, w)`` and ``boxes_cs (N, 4)`` = (centre x, centre y, scale w, scale h) in frame pixels
+        after padding and the aspect fix; in the images' dtype (float32 for uint8 images).
+    """
+    _check_inputs(images, boxes, batch_index)
+    size = check_input_size(input_size, bool(udp))
+    pad, fmt = check_padding(padding), box_format_code(box_format)
+    channels = images.shape[1]
+    mean_values = check_channel_values(mean, "mean", channels, positive=False)
+    std_values = check_channel_values(std, "std", channels, positive=True)
+    if batch_index is None:
+        batch_index = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
+    batch_index = batch_index.to(torch.int64)
+    out_dtype = images.dtype if images.is_floating_point() else torch.float32
+    if is_exporting():
+        frames = images if images.is_floating_point() else images.to(torch.float32)
+        crops, boxes_cs = torch.ops.kpx.topdown_crop(
+            frames, boxes.to(torch.float32), batch_index, size, pad, fmt, int(bool(udp))
+        )
+    else:
+        crops, boxes_cs = reference(images, boxes, batch_index, size, pad, fmt, int(bool(udp)))
+    if mean_values is not None:
+        crops = crops - crops.new_tensor(mean_values).view(-1, 1, 1)
+    if std_values is not None:
+        crops = crops / crops.new_tensor(std_values).view(-1, 1, 1)
+    return crops.to(out_dtype), boxes_cs.to(out_dtype)
+
+
+class TopdownCrop(nn.Module):
+    """Module form of :func:`topdown_crop`; ``(images, boxes, batch_index=None)`` -> ``(crops, boxes_cs)``."""
+
+    def __init__(
+        self,
+        *,
+        input_size: Sequence[int],
+        padding: float = 1.25,
+        box_format: str = "xyxy",
+        udp: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = tuple(check_input_size(input_size, bool(udp)))
+        self.padding = check_padding(padding)
+        box_format_code(box_format)
+        self.box_format = box_format
+        self.udp = bool(udp)
+        self.mean = None if mean is None else tuple(float(v) for v in mean)
+        self.std = None if std is None else tuple(float(v) for v in std)
+
+    def forward(self, images: Tensor, boxes: Tensor, batch_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return topdown_crop(
+            images,
+            boxes,
+            batch_index,
+            input_size=self.input_size,
+            padding=self.padding,
+            box_format=self.box_format,
+            udp=self.udp,
+            mean=self.mean,
+            std=self.std,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"input_size={self.input_size}, padding={self.padding}, box_format={self.box_format!r}, udp={self.udp}, "
+            f"mean={self.mean}, std={self.std}"
+        )
+
+
+def build_function(kpx, op):
+    """The ONNX function body (onnxscript script mode) at the default opset ``op``: the same ops at 15-21."""
+    import onnxscript
+
+    @onnxscript.script(kpx, default_opset=op)
+    def TopdownCrop(
+        images, boxes, batch_index, input_size: list[int], padding: float = 1.25, box_format: int = 1, udp: int = 0
+    ):
+        frames = op.Cast(images, to=FLOAT)  # (F, C, H, W)
+        b = op.Cast(boxes, to=FLOAT)  # (N, 4)
+        index = op.Cast(batch_index, to=INT64)  # (N,)
+        first = op.Slice(b, [0], [2], [1])
+        second = op.Slice(b, [2], [4], [1])
+        fmt = op.Constant(value_int=box_format)
+        # the format is an attribute: these Wheres fold to one branch at load time
+        is_xyxy = op.Equal(fmt, op.Constant(value_int=1))
+        xywh_centre = op.Add(first, op.Mul(second, 0.5))
+        other_centre = op.Where(op.Equal(fmt, op.Constant(value_int=0)), xywh_centre, first)
+        centre = op.Where(is_xyxy, op.Mul(op.Add(first, second), 0.5), other_centre)
+        extent = op.Where(is_xyxy, op.Sub(second, first), second)
+        scale = op.Mul(extent, op.Constant(value_float=padding))
+        size_int = op.Constant(value_ints=input_size)  # (w, h)
+        size = op.Cast(size_int, to=FLOAT)
+        ratio = op.Div(op.Slice(size, [0], [1]), op.Slice(size, [1], [2]))
+        sw = op.Slice(scale, [0], [1], [1])
+        sh = op.Slice(scale, [1], [2], [1])
+        wider = op.Greater(sw, op.Mul(sh, ratio))
+        fixed = op.Where(wider, op.Concat(sw, op.Div(sw, ratio), axis=1), op.Concat(op.Mul(sh, ratio), sh, axis=1))
+        origin = op.Sub(centre, op.Mul(fixed, 0.5))
+        step = op.Div(fixed, op.Cast(op.Sub(size_int, op.Constant(value_int=udp)), to=FLOAT))
+
+        shape = op.Shape(frames)
+        n_frames = op.Slice(shape, [0], [1])
+        channels = op.Slice(shape, [1], [2])
+        height = op.Slice(shape, [2], [3])
+        width = op.Slice(shape, [3], [4])
+        zero = op.Constant(value_float=0.0)
+        one = op.Constant(value_float=1.0)
+
+        # x: (N, w); integer Range then Cast (no float Range)
+        cols = op.Cast(op.Range(op.Constant(value_int=0), op.Squeeze(op.Slice(size_int, [0], [1])), 1), to=FLOAT)
+        x = op.Add(op.Slice(origin, [0], [1], [1]), op.Mul(op.Unsqueeze(cols, [0]), op.Slice(step, [0], [1], [1])))
+        x0 = op.Floor(x)
+        fx = op.Sub(x, x0)
+        x1 = op.Add(x0, one)
+        width_f = op.Cast(width, to=FLOAT)
+        vx0 = op.And(op.GreaterOrEqual(x0, zero), op.Less(x0, width_f))
+        vx1 = op.And(op.GreaterOrEqual(x1, zero), op.Less(x1, width_f))
+        xi0 = op.Unsqueeze(op.Cast(op.Where(vx0, x0, zero), to=INT64), [1])  # (N, 1, w)
+        xi1 = op.Unsqueeze(op.Cast(op.Where(vx1, x1, zero), to=INT64), [1])
+
+        # y: (N, h)
+        rows = op.Cast(op.Range(op.Constant(value_int=0), op.Squeeze(op.Slice(size_int, [1], [2])), 1), to=FLOAT)
+        y = op.Add(op.Slice(origin, [1], [2], [1]), op.Mul(op.Unsqueeze(rows, [0]), op.Slice(step, [1], [2], [1])))
+        y0 = op.Floor(y)
+        fy = op.Sub(y, y0)
+        y1 = op.Add(y0, one)
+        height_f = op.Cast(height, to=FLOAT)
+        vy0 = op.And(op.GreaterOrEqual(y0, zero), op.Less(y0, height_f))
+        vy1 = op.And(op.GreaterOrEqual(y1, zero), op.Less(y1, height_f))
+
+        valid_frame = op.And(op.GreaterOrEqual(index, op.Constant(value_int=0)), op.Less(index, n_frames))
+        base = op.Mul(op.Where(valid_frame, index, op.Constant(value_int=0)), op.Mul(height, width))
+        base = op.Unsqueeze(base, [1])  # (N, 1)
+        row0 = op.Unsqueeze(op.Add(base, op.Mul(op.Cast(op.Where(vy0, y0, zero), to=INT64), width)), [2])  # (N, h, 1)
+        row1 = op.Unsqueeze(op.Add(base, op.Mul(op.Cast(op.Where(vy1, y1, zero), to=INT64), width)), [2])
+        frame_ok = op.Unsqueeze(valid_frame, [1, 2])  # (N, 1, 1)
+        ok0 = op.And(frame_ok, op.Unsqueeze(vy0, [2]))  # (N, h, 1)
+        ok1 = op.And(frame_ok, op.Unsqueeze(vy1, [2]))
+        cx0 = op.Unsqueeze(vx0, [1])  # (N, 1, w)
+        cx1 = op.Unsqueeze(vx1, [1])
+
+        # the frames as rows of C values, then one zero row that every corner outside a frame reads
+        sentinel = op.Mul(op.Mul(n_frames, height), width)
+        table_shape = op.Concat(sentinel, channels, axis=0)
+        pixels = op.Reshape(op.Transpose(frames, perm=[0, 2, 3, 1]), table_shape)
+        table = op.Concat(pixels, op.ConstantOfShape(op.Concat(op.Constant(value_ints=[1]), channels, axis=0)), axis=0)
+        v00 = op.Gather(table, op.Where(op.And(ok0, cx0), op.Add(row0, xi0), sentinel), axis=0)  # (N, h, w, C)
+        v01 = op.Gather(table, op.Where(op.And(ok0, cx1), op.Add(row0, xi1), sentinel), axis=0)
+        v10 = op.Gather(table, op.Where(op.And(ok1, cx0), op.Add(row1, xi0), sentinel), axis=0)
+        v11 = op.Gather(table, op.Where(op.And(ok1, cx1), op.Add(row1, xi1), sentinel), axis=0)
+
+        wx = op.Unsqueeze(fx, [1, 3])  # (N, 1, w, 1)
+        wy = op.Unsqueeze(fy, [2, 3])  # (N, h, 1, 1)
+        top = op.Add(op.Mul(v00, op.Sub(one, wx)), op.Mul(v01, wx))
+        bottom = op.Add(op.Mul(v10, op.Sub(one, wx)), op.Mul(v11, wx))
+        blended = op.Add(op.Mul(top, op.Sub(one, wy)), op.Mul(bottom, wy))
+        crops = op.Transpose(blended, perm=[0, 3, 1, 2])
+        boxes_cs = op.Concat(centre, fixed, axis=1)
+        return crops, boxes_cs
+
+    return TopdownCrop
+
+
+def _frames(n: int, height: int, width: int, seed: int) -> Tensor:
+    """Smooth random frames in [0, 255] (a few blobs and gradients), ``(n, 3, height, width)``."""
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.linspace(0, 1, height).view(1, 1, -1, 1)
+    xs = torch.linspace(0, 1, width).view(1, 1, 1, -1)
+    phase = torch.rand(n, 3, 1, 1, generator=g) * 6.28
+    wave = torch.sin(xs * 9 + phase) * torch.cos(ys * 7 - phase)
+    noise = torch.rand(n, 3, height, width, generator=g)
+    return (127.5 + 100 * wave + 27 * noise).clamp(0, 255)
+
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def samples() -> list[Sample]:
+    """One frame with dynamic F, H, W, N (export sample); a 2-frame batch with boxes in both frames and one
+    outside; UDP with ImageNet normalisation; cs boxes; xywh on uint8-valued frames. Input sizes are (w, h)."""
+    one = _frames(1, 72, 96, 1)
+    boxes_one = torch.tensor([[10.0, 8.0, 50.0, 70.0], [60.5, 20.25, 90.0, 40.0], [-20.0, -10.0, 15.0, 30.0]])
+    two = _frames(2, 120, 160, 2)
+    boxes_two = torch.tensor(
+        [
+            [20.0, 10.0, 80.0, 110.0],  # frame 0
+            [100.3, 30.7, 150.2, 100.9],  # frame 1
+            [140.0, 90.0, 200.0, 150.0],  # frame 1, partly outside
+            [300.0, 200.0, 360.0, 280.0],  # frame 0, wholly outside: zeros
+            [50.0, 50.0, 50.0, 50.0],  # frame 1, zero size: a constant crop
+        ]
+    )
+    index_two = torch.tensor([0, 1, 1, 0, 1])
+    cs = torch.tensor([[48.0, 36.0, 40.0, 50.0], [20.0, 60.0, 16.0, 8.0]])
+    xywh = torch.tensor([[5.0, 6.0, 30.0, 50.0], [40.0, 10.0, 50.0, 20.0]])
+    dyn = ({0: "F", 2: "H", 3: "W"}, {0: "N"})
+    return [
+        Sample("one_frame_dynamic", (one, boxes_one), {"input_size": (24, 32)}, dynamic=dyn),
+        Sample("two_frames", (two, boxes_two, index_two), {"input_size": (48, 64)}),
+        Sample(
+            "udp_normalised",
+            (two, boxes_two, index_two),
+            {"input_size": (48, 64), "udp": True, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        ),
+        Sample("cs_no_padding", (one, cs), {"input_size": (16, 16), "box_format": "cs", "padding": 1.0}),
+        Sample("xywh_integer_valued", (one.round(), xywh), {"input_size": (12, 20), "box_format": "xywh"}),
+    ]
+
+
+def adversarial() -> dict[str, tuple]:
+    """docs/spec.md's bad inputs for ``images (F, C, H, W)``, ``boxes (N, 4)`` (F, H, W, N dynamic)."""
+    frames = _frames(1, 20, 30, 3)
+    box = torch.tensor([[4.0, 3.0, 20.0, 17.0]])
+    nan = frames.clone()
+    nan[0, 1, 9, 12] = float("nan")
+    inf = frames.clone()
+    inf[0, 2, 5, 5] = float("inf")
+    odd = torch.tensor([[1e30, 5.0, 2e30, 10.0], [float("nan"), 1.0, 5.0, 5.0], [8.0, 8.0, 8.0, 8.0]])
+    return {
+        "nan_pixel": (nan, box),
+        "inf_pixel": (inf, box),
+        "huge_nan_and_zero_size_boxes": (frames, odd),
+        "box_outside": (frames, torch.tensor([[-50.0, -40.0, -20.0, -10.0], [25.0, 15.0, 90.0, 80.0]])),
+        "no_boxes": (frames, torch.zeros(0, 4)),
+        "one_pixel_frame": (frames[:, :, :1, :1].contiguous(), box),
+        "two_frames_box_from_first": (torch.cat([frames, frames.flip(-1)]), box),
+    }
+
+
+SPEC = register(
+    OpSpec(
+        name="topdown_crop",
+        onnx_op_type="TopdownCrop",
+        description="boxes to network inputs: mmpose's padding, aspect fix and affine crop (bilinear, 0 border)",
+        functional=topdown_crop,
+        module=TopdownCrop,
+        reference=reference,
+        torch_op=torch.ops.kpx.topdown_crop,
+        inputs=(
+            OnnxInput("images", "(F, C, H, W) frames"),
+            OnnxInput("boxes", "(N, 4) float32 boxes in frame pixels", "tensor(float)"),
+            OnnxInput("batch_index", "(N,) int64 frame of each box", "tensor(int64)"),
+        ),
+        outputs=(
+            OnnxInput("crops", "(N, C, h, w) float32 crops", "tensor(float)"),
+            OnnxInput("boxes_cs", "(N, 4) float32 (centre x, centre y, scale w, scale h)", "tensor(float)"),
+        ),
+        attributes=(
+            OnnxAttribute("input_size", "ints", None, "(w, h) of the crops"),
+            OnnxAttribute("padding", "float", 1.25, "box scale factor"),
+            OnnxAttribute("box_format", "int", 1, "0: (x0, y0, w, h); 1: (x0, y0, x1, y1); 2: (cx, cy, sw, sh)"),
+            OnnxAttribute("udp", "int", 0, "0: get_warp_matrix, s / w; 1: get_udp_warp_matrix, s / (w - 1)"),
+        ),
+        build_function=build_function,
+        samples=samples,
+        adversarial=adversarial,
+        # fp32: the body is the reference's float32 expression op for op; pixel values up to 255 and coordinates up
+        # to ~1e3 px, a few ulps (measured in tests/ops/test_topdown_crop.py); fp16: one rounding of the float32
+        # result to half (relative 4.9e-4), normalised values near 0 need the atol
+        tolerances={torch.float32: (1e-5, 1e-4), torch.float16: (1e-3, 1e-3), torch.float64: (1e-5, 1e-4)},
+        conventions="boxes in frame pixels in; crop pixel (i, j) samples x0 + j * sw / w (udp: / (w - 1)), "
+        "the map heatmap_to_image inverts",
+    )
+)
