@@ -79,3 +79,31 @@ def test_vit_pose_example_survives_the_onnx_runtime_crash(capsys):
     assert module["main"]([]) == 0
     out = capsys.readouterr().out
     assert "verdict:" in out and "ort-cpu" in out
+
+
+def test_rtmpose_example_short_run(capsys, tmp_path):
+    """Train briefly, export frames + boxes -> frame keypoints with `kpx export --decode simcc --crop`, run on ORT
+    (and OpenVINO: inline), check parity, learning, and the one file's interface."""
+    pytest.importorskip("onnxruntime")
+    import re
+
+    import onnx
+    import torch
+
+    module = runpy.run_path(str(ROOT / "examples" / "rtmpose.py"), run_name="kpx_example")
+    threads = torch.get_num_threads()
+    try:
+        assert module["main"](["--quick", "--emit", "inline", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "--decode simcc:dark" in out and "--crop 48x64 --boxes xyxy" in out
+    diffs = [float(d) for d in re.findall(r"PyTorch vs runtime max \|diff\| (\S+) px", out)]
+    assert len(diffs) >= 2 and max(diffs) <= module["TOLERANCE"]
+    none, dark = (float(x) for x in re.search(r"error / baseline: none (\S+), dark (\S+) ", out).groups())
+    assert min(none, dark) < module["MAX_ERROR_RATIO"]
+    proto = onnx.load(tmp_path / "rtmpose-simcc-dark-inline.onnx")
+    assert [i.name for i in proto.graph.input] == ["frames", "boxes"]
+    assert [o.name for o in proto.graph.output] == ["keypoints", "scores"]
+    assert proto.graph.input[1].type.tensor_type.shape.dim[0].dim_param == "N"  # any number of boxes
+    assert not [n for n in proto.graph.node if n.domain == "kpx"]

@@ -480,3 +480,106 @@ def test_onnx_alternatives():
     assert band.any() and interior.any()
     assert np.abs(got - crops.numpy())[interior.numpy()].max() < 0.05
     assert np.abs(got - crops.numpy())[band.numpy()].max() > 10  # edge replicated instead of blended with 0
+
+
+# --- the bilinear itself, bit for bit ----------------------------------------------------------------------------
+
+
+def bounds_checked_bilinear(frames: np.ndarray, index: np.ndarray, boxes_cs: np.ndarray, size, udp: bool):
+    """The textbook float32 bilinear, independent of the op's padded-table indexing: each of the four neighbours
+    read with explicit bounds checks (0 outside the frame or for a frame index outside ``[0, F)``), sample points
+    ``x0 + j * sw / w`` from ``boxes_cs``, blended in the documented order. ``frames (F, C, H, W)`` ->
+    ``(N, C, h, w)``."""
+    n_frames, _, height, width = frames.shape
+    w, h = size
+    with np.errstate(invalid="ignore"):
+        origin = boxes_cs[:, :2] - boxes_cs[:, 2:] * np.float32(0.5)
+        step = boxes_cs[:, 2:] / (np.array([w, h], np.float32) - np.float32(udp))
+        xs = origin[:, :1] + np.arange(w, dtype=np.float32) * step[:, :1]  # (N, w)
+        ys = origin[:, 1:] + np.arange(h, dtype=np.float32) * step[:, 1:]  # (N, h)
+        x0, y0 = np.floor(xs), np.floor(ys)
+        fx, fy = (xs - x0)[:, None, None, :], (ys - y0)[:, None, :, None]
+    out = []
+    for k, f in enumerate(index):
+
+        def read(rows, cols, f=f):
+            ok = (rows >= 0) & (rows < height)
+            ok = ok[:, None] & ((cols >= 0) & (cols < width))[None, :] & (0 <= f < n_frames)
+            r = np.where(ok, rows[:, None], 0).astype(np.int64)
+            c = np.where(ok, cols[None, :], 0).astype(np.int64)
+            picked = frames[min(max(f, 0), n_frames - 1)][:, r, c] if n_frames else np.zeros((3, *ok.shape))
+            return np.where(ok, picked, np.float32(0)).astype(np.float32)
+
+        v00, v01 = read(y0[k], x0[k]), read(y0[k], x0[k] + 1)
+        v10, v11 = read(y0[k] + 1, x0[k]), read(y0[k] + 1, x0[k] + 1)
+        wx, wy = fx[k], fy[k]
+        top = v00 * (np.float32(1) - wx) + v01 * wx
+        bottom = v10 * (np.float32(1) - wx) + v11 * wx
+        out.append(top * (np.float32(1) - wy) + bottom * wy)
+    return np.stack(out) if out else np.zeros((0, frames.shape[1], h, w), np.float32)
+
+
+def edge_boxes(height: int, width: int) -> torch.Tensor:
+    """xyxy boxes across every edge and corner of a frame, wholly outside, inside, a NaN box and a huge one."""
+    return torch.tensor(
+        [
+            [-30.0, -25.0, 20.0, 30.0],  # top-left corner
+            [width - 20.0, height - 15.0, width + 25.0, height + 40.0],  # bottom-right corner
+            [-5.5, 10.25, width + 5.5, height - 10.0],  # left and right edges
+            [10.0, -0.75, 30.0, height + 0.75],  # top and bottom edges, within the 1-px band
+            [width + 20.0, 2.0, width + 60.0, 40.0],  # wholly outside
+            [5.3, 6.7, 21.9, 17.1],  # inside
+            [float("nan"), 1.0, 5.0, 9.0],
+            [1e30, 2.0, 2e30, 9.0],
+        ]
+    )
+
+
+@pytest.mark.parametrize("udp", [False, True], ids=["msra", "udp"])
+def test_bilinear_equals_a_bounds_checked_oracle_bit_for_bit(udp):
+    """Eager and in the graph, frame edges, the 1-px band, boxes outside, NaN and huge boxes, and a frame index
+    outside [0, F) in the graph (the reference reads zeros there too): the padded-table indexing reads exactly the
+    values the bounds-checked oracle reads and blends them in the same float32 order, so the crops are identical
+    (NaN where the oracle has NaN). ORT evaluates the same IEEE float32 ops: equal too (measured max difference 0)."""
+    module = importlib.import_module("custom_ops.ops.topdown_crop")
+    frames = torch.rand(2, 3, 40, 50, generator=torch.Generator().manual_seed(21)) * 255
+    frames[1, 2, 0, 49] = float("nan")  # a NaN in a corner pixel of frame 1
+    boxes = torch.cat([edge_boxes(40, 50), edge_boxes(40, 50)[:6]])
+    index = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 2, -1, 0, 1, 5, 1])
+    size = [24, 32]
+    crops, boxes_cs = module.reference(frames, boxes, index, size, 1.25, 1, int(udp))
+    want = bounds_checked_bilinear(frames.numpy(), index.numpy(), boxes_cs.numpy(), size, udp)
+    np.testing.assert_array_equal(crops.numpy(), want)  # NaNs in the same places
+    assert np.isnan(want).any() and (want[8:10] == 0).all() and (want[4] == 0).all()
+    valid = (index >= 0) & (index < 2)
+    eager, _ = topdown_crop(frames, boxes[valid], index[valid], input_size=size, udp=udp)
+    np.testing.assert_array_equal(eager.numpy(), want[valid.numpy()])
+    model = _Crop(input_size=tuple(size), udp=udp)
+    dyn = ({0: "F", 2: "H", 3: "W"}, {0: "N"}, {0: "N"})
+    raw = trace(model, (frames, boxes[:3], index[:3]), opset=EXPORT_OPSET, dynamic_shapes=dyn)
+    for emit in ("function", "inline"):
+        (got, _) = run_ort(ort_session(finalize(raw, opset=EXPORT_OPSET, emit=emit)), frames, boxes, index)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("emit", ["function", "inline"])
+def test_zero_frames_and_one_pixel_frames_in_the_graph(emit):
+    """F = 0: every box reads no frame, so every crop is the border value (the body pads an empty frame axis to one
+    zero frame: no out-of-range read, no error). A 1x1 frame: the oracle's bilinear, bit for bit."""
+    model = _Crop(input_size=(12, 16))
+    dyn = ({0: "F", 2: "H", 3: "W"}, {0: "N"}, {0: "N"})
+    images, boxes, index = _inputs(2, 3, 20, 30, 7)
+    session = ort_session(
+        finalize(trace(model, (images, boxes, index), opset=21, dynamic_shapes=dyn), opset=21, emit=emit)
+    )
+    crops, boxes_cs = run_ort(session, torch.zeros(0, 3, 20, 30), boxes, torch.tensor([0, 1, 0]))
+    assert crops.shape == (3, 3, 16, 12) and (crops == 0).all()
+    np.testing.assert_allclose(boxes_cs, model(images, boxes, index)[1].numpy(), rtol=1e-6)
+    eager, _ = topdown_crop(torch.zeros(0, 3, 20, 30), boxes, input_size=(12, 16))  # None: frame 0, absent
+    assert (eager == 0).all()
+    pixel = torch.full((1, 3, 1, 1), 100.0)
+    tiny = torch.tensor([[-1.0, -1.0, 1.0, 1.0]])
+    (got, got_cs) = run_ort(session, pixel, tiny, torch.tensor([0]))
+    want = bounds_checked_bilinear(pixel.numpy(), np.array([0]), got_cs, (12, 16), False)
+    np.testing.assert_array_equal(got, want)
+    assert got.max() == 100.0 and got.min() < 100.0
