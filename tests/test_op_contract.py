@@ -50,6 +50,10 @@ EXCEPTIONS: dict[tuple[str, str, str], str] = {
         "docs/spec.md, 'visibility': any numeric or bool dtype is accepted (COCO's 0/1/2 flags work as they "
         "are); tests/ops/test_gaussian_heatmaps.py::test_integer_and_bool_visibility checks that"
     ),
+    ("non_float_input_raises", "simcc_targets", "visibility"): (
+        "docs/spec.md, 'visibility': any numeric or bool dtype is accepted, as for gaussian_heatmaps; "
+        "tests/ops/test_simcc_targets.py checks bool and integer visibility"
+    ),
     ("non_float_input_raises", "topdown_crop", "batch_index"): (
         "an index tensor: int64 (int32 accepted) is its valid dtype; float/bool/list/numpy raise, "
         "tests/ops/test_topdown_crop.py::test_bad_input_is_a_value_error_naming_the_argument checks that"

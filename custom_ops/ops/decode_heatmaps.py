@@ -598,7 +598,11 @@ def samples() -> list[Sample]:
         Sample("quarter_dynamic", (x,), {"refine": "quarter"}, dynamic=dyn),
         Sample("none_dynamic", (x,), dynamic=dyn),
         Sample("dark_k5", (_peaks(1, 3, (9, 13), 1.0, seed=7),), {"refine": "dark", "blur_kernel": 5}),
-        Sample("dark_udp_dynamic", (x,), {"refine": "dark_udp"}, dynamic=dyn),
+        # static: the generic tests feed a dynamic sample noise at other sizes, where dark_udp (no clamp and no
+        # definiteness test, as mmpose) divides by near-singular Hessians and steps up to ~100 px, amplifying the
+        # blur's float32 rounding past any tolerance. Its dynamic sizes are tested on peaks in
+        # tests/ops/test_decode_heatmaps.py::test_dynamic_sizes_through_one_export.
+        Sample("dark_udp", (x,), {"refine": "dark_udp"}),
         Sample(
             "low_scores_marked", (low,), {"refine": "quarter", "low_score_threshold": 0.0, "low_score_marker": -1.0}
         ),
@@ -663,6 +667,7 @@ SPEC = register(
         # fp32: argmax, scores and quarter offsets are exact; DARK's step moves by the float32 rounding of the
         # blur (MatMul and Conv summation order differ between runtimes) over the Hessian: ORT CPU vs torch measured
         # <= 4e-6 px on Gaussian peaks, <= 4e-5 px on pure-noise maps (ill-conditioned Hessians; 1/3 of this).
+        # dark_udp: the same on peaks (no clamp, as mmpose: on peak-free maps its steps amplify rounding, see samples).
         # fp16: the float32 result rounded once to half (eps 9.8e-4; one rounding flip is one ulp).
         tolerances={torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-3), torch.float64: (1e-5, 1e-5)},
         conventions="keypoints out (x, y) in heatmap pixels: column, row of the argmax plus the refinement",

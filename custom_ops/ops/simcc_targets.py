@@ -190,7 +190,7 @@ def reference(
             for axis, (length, margin) in enumerate(zip(lengths, margins)):
                 table = _row_table(length, margin, float(sigma[axis]), normalize, device, dtype)
                 index = torch.where(valid, (length + margin - 1) - mu[..., axis], float(table.shape[0] - 1))
-                g = table.index_select(0, index.long().view(-1)).view(*index.shape, length)
+                g = table.index_select(0, index.long().reshape(-1)).view(*index.shape, length)
                 rows.append(g.to(keypoints.dtype))
             return rows[0], rows[1], valid.to(keypoints.dtype)
     centre = torch.where(keep, p if subpixel else mu, 0.0)  # invalid keypoints: a finite stand-in

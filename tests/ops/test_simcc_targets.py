@@ -541,3 +541,15 @@ def test_bad_input_size_raises(input_size):
 def test_mismatched_visibility_raises(shape):
     with pytest.raises(ValueError, match=r"visibility must have shape \(B, K\) = \(2, 5\)"):
         simcc_targets(torch.zeros(2, 5, 2), (192, 256), 5.0, visibility=torch.ones(shape))
+
+
+def test_integer_and_bool_visibility_weigh_like_float_visibility():
+    """COCO's 0/1/2 flags, bool and float visibility give the same targets (visible means >= 0.5)."""
+    kp = make_keypoints(2, 17, (192, 256), seed=7)
+    flags = torch.randint(0, 3, (2, 17), generator=torch.Generator().manual_seed(7))
+    want = simcc_targets(kp, (192, 256), (4.9, 5.66), visibility=(flags > 0).float())
+    for vis in (flags, flags.to(torch.int32), flags > 0):
+        got = simcc_targets(kp, (192, 256), (4.9, 5.66), visibility=vis)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+    assert (want[2][flags == 0] == 0).all() and want[2][flags > 0].sum() > 10  # (some keypoints are off the axes)
