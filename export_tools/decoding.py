@@ -252,14 +252,13 @@ def wrap(
             with torch.no_grad():  # the network must accept crops of the requested size
                 probe = torch.zeros(1, channels, input_size[1], input_size[0], dtype=example[0].dtype)
                 try:
-                    network_outputs(net(probe), spec)
-                except UsageError:
-                    raise
+                    probed = net(probe)
                 except Exception as exc:
                     raise UsageError(f"--crop {input_size[0]}x{input_size[1]}: the model fails on crops of that size "
                                      f"({type(exc).__name__}: {exc}); give its input size") from None  # fmt: skip
+                outputs = network_outputs(probed, spec)  # the heatmap size at the crop size
             if spec.kind == "heatmap":
-                heatmap_size = tuple(network_outputs(net(probe), spec)[0].shape[-2:])
+                heatmap_size = tuple(outputs[0].shape[-2:])
         wrapper = PoseDecoder(net, input_size=input_size, heatmap_size=heatmap_size, **options)
         frames_batch = 2 if wrapper.batch_index else 1
         generator = torch.Generator().manual_seed(0)
