@@ -1,22 +1,32 @@
 """Frames in, keypoints out: one kpx file vs the same pipeline written the usual way, on ONNX Runtime CPU.
 
-Run: ``python benchmarks/bench_topdown.py [--repeats 30] [--threads 2]``.
+Run: ``python benchmarks/bench_topdown.py [--repeats 30] [--threads 2] [--weights rtmpose.pt] [--float-frames]``.
 
-The model is examples/rtmpose.py's RTMPose-style network (48x64 crops, SimCC split 2; untrained weights: the
-timing does not depend on them). Both pipelines take one 480x640 frame and N detector boxes (xyxy) and return
-frame keypoints and scores:
+The model is examples/rtmpose.py's RTMPose-style network (48x64 crops, SimCC split 2; untrained weights unless
+``--weights``: the timing does not depend on them). Both pipelines take the same frame, one 480x640 BGR frame as
+OpenCV decodes it (``(H, W, 3)`` uint8; ``--float-frames``: float32), and N detector boxes (xyxy), and return frame
+keypoints and scores, with RTMPose's ImageNet mean/std normalisation of the crops:
 
-- ``one file``: ``kpx export --decode simcc --crop 48x64 --boxes xyxy`` (``PoseDecoder``, emit ``function``):
-  ``kpx.TopdownCrop`` -> network -> ``kpx.DecodeSimCC`` -> ``kpx.HeatmapToImage``, one ``session.run``. The
-  timing includes turning the frame from OpenCV's HWC into NCHW.
-- ``usual``: what rtmlib and mmpose's inferencers do around a network-only file: per box in Python, mmpose's
+- ``one file``: ``kpx export --decode simcc --crop 48x64 --boxes xyxy --channels-last --frames-dtype uint8
+  --mean ... --std ...`` (``PoseDecoder``, emit ``function``): ``kpx.TopdownCrop`` -> network ->
+  ``kpx.DecodeSimCC`` -> ``kpx.HeatmapToImage``, one ``session.run`` on the frame as it is (``frame[None]``).
+- ``batched``: the usual pipeline around a network-only file, written for speed: per box in Python, mmpose's
   ``bbox_xyxy2cs`` (padding 1.25), the aspect-ratio fix, ``get_warp_matrix`` (``cv2.getAffineTransform`` of
-  three points) and ``cv2.warpAffine``; the crops stacked into NCHW; one ``session.run`` of the network; numpy
-  argmax decoding (score: the smaller maximum) and ``keypoints / input_size * scale + centre - scale / 2``.
+  three points) and ``cv2.warpAffine`` of the frame; the crops stacked, normalised in float32 and transposed to
+  NCHW once for the batch; one ``session.run`` of the network on all crops; numpy argmax decoding (score: the
+  smaller maximum) and ``keypoints / input_size * scale + centre - scale / 2``.
+- ``rtmlib``: the same steps as rtmlib 0.0.16 runs them, its own code (``RTMPose.__call__`` on the network file,
+  its ONNX Runtime session replaced by one with the options below): per box, warp, normalise (float64), one
+  ``session.run`` per box, decode. Skipped when rtmlib does not import (it needs ``tqdm``).
 
-Both sessions: ORT CPU, ``--threads`` intra-op threads, the same network weights. Each row interleaves the two
-pipelines (A B A B ...) after a warm-up and prints the medians and the ratio usual / one file (> 1: the one file
-is faster). The two outputs are compared once per row (max difference in frame pixels).
+Both sessions: ORT CPU, ``--threads`` intra-op threads, the same network weights, and
+``session.intra_op.allow_spinning = 0``: two sessions in one process each own a thread pool, and on a 2-core
+machine the idle session's spinning worker takes a core from the running one (measured with spinning on, 32 boxes:
+both pipelines ~2x slower, the usual one 8.8 ms instead of 4.6). Each row interleaves the two pipelines
+(A B A B ...) after a warm-up and prints the medians and the ratio usual / one file (> 1: the one file is faster).
+The outputs are compared once per row: OpenCV's uint8 warp rounds each crop pixel to an integer (its fixed-point
+bilinear), the file interpolates in float32, so on uint8 frames the keypoints can differ by a SimCC bin or more
+where two bins are close; with ``--float-frames`` both interpolate in float and agree to ~1e-4 px.
 """
 
 from __future__ import annotations
@@ -48,6 +58,10 @@ def warp_matrix(centre: np.ndarray, scale: np.ndarray, size: tuple[int, int]) ->
     return cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32))
 
 
+MEAN = np.array([123.675, 116.28, 103.53], np.float32)  # RTMPose's (mmpose's ImageNet) normalisation
+STD = np.array([58.395, 57.12, 57.375], np.float32)
+
+
 def usual(session, frame_hwc: np.ndarray, boxes: np.ndarray, size: tuple[int, int], split: float):
     """The Python pipeline around a network-only file (see the module docstring)."""
     import cv2
@@ -64,7 +78,7 @@ def usual(session, frame_hwc: np.ndarray, boxes: np.ndarray, size: tuple[int, in
         crops.append(cv2.warpAffine(frame_hwc, warp_matrix(centre, scale, size), (w, h), flags=cv2.INTER_LINEAR))
         centres.append(centre)
         scales.append(scale)
-    batch = np.ascontiguousarray(np.stack(crops).transpose(0, 3, 1, 2), dtype=np.float32)
+    batch = np.ascontiguousarray(((np.stack(crops).astype(np.float32) - MEAN) / STD).transpose(0, 3, 1, 2))
     simcc_x, simcc_y = session.run(None, {"images": batch})
     x, y = simcc_x.argmax(-1), simcc_y.argmax(-1)
     scores = np.minimum(simcc_x.max(-1), simcc_y.max(-1))
@@ -79,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--boxes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--weights", help="a state_dict of the example's network (default: untrained weights)")
+    parser.add_argument("--float-frames", action="store_true", help="float32 frames instead of uint8")
     args = parser.parse_args(argv)
     import cv2
     import onnxruntime as ort
@@ -93,47 +108,74 @@ def main(argv: list[str] | None = None) -> int:
         net.load_state_dict(torch.load(args.weights, weights_only=True))
     crops = torch.rand(2, 3, size[1], size[0]) * 255
     network = to_onnx(net, (crops,), dynamic_shapes=({0: "N"},), input_names=["images"])
-    pipeline = PoseDecoder(net, "simcc", input_size=size, split_ratio=split, boxes="xyxy", crop=True)
-    frame = torch.rand(1, 3, *FRAME) * 255
-    one_file = to_onnx(pipeline, (frame, example_boxes("xyxy")), dynamic_shapes=(({2: "H", 3: "W"}, {0: "N"}),),
+    pipeline = PoseDecoder(net, "simcc", input_size=size, split_ratio=split, boxes="xyxy", crop=True,
+                           channels_last=True, mean=MEAN.tolist(), std=STD.tolist())  # fmt: skip
+    dtype = np.float32 if args.float_frames else np.uint8
+    frame = torch.from_numpy((np.random.default_rng(1).uniform(0, 255, (1, *FRAME, 3))).astype(dtype))
+    one_file = to_onnx(pipeline, (frame, example_boxes("xyxy")), dynamic_shapes=(({1: "H", 2: "W"}, {0: "N"}),),
                        input_names=["frames", "boxes"], output_names=["keypoints", "scores"])  # fmt: skip
 
     def session(proto):
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see the module docstring
         return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     net_session, file_session = session(network), session(one_file)
+    tool = rtmlib_tool(network, size, net_session)
     rng = np.random.default_rng(0)
-    frame_hwc = np.ascontiguousarray(rng.uniform(0, 255, (*FRAME, 3)).astype(np.float32))
+    frame_hwc = np.ascontiguousarray(rng.uniform(0, 255, (*FRAME, 3)).astype(dtype))
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, opencv {cv2.__version__}; ORT CPU "
-          f"{args.threads} threads; frame {FRAME[1]}x{FRAME[0]}, crops {size[0]}x{size[1]}, {args.repeats} "
-          f"interleaved runs per row, medians")  # fmt: skip
-    print(f"{'boxes':>5} {'one file ms':>12} {'usual ms':>10} {'usual / one file':>17} {'max |diff| px':>14}")
+          f"{args.threads} threads; frame {FRAME[1]}x{FRAME[0]} {np.dtype(dtype).name} HWC, crops "
+          f"{size[0]}x{size[1]}; {args.repeats} interleaved runs per row, medians in ms; ratio > 1: the one file "
+          f"is faster; diff: max |keypoint difference| from the one file, frame px")  # fmt: skip
+    if tool is None:
+        print("rtmlib column skipped: `import rtmlib` failed (pip install --no-deps rtmlib==0.0.16 tqdm)")
+    print(f"{'boxes':>5} {'one file':>9} {'batched':>8} {'rtmlib':>8} {'batched/file':>13} {'rtmlib/file':>12} "
+          f"{'diff batched':>13} {'diff rtmlib':>12}")  # fmt: skip
     for count in args.boxes:
         low = rng.uniform([0, 0], [FRAME[1] - 120, FRAME[0] - 200], (count, 2))
         boxes = np.concatenate([low, low + rng.uniform([40, 80], [120, 200], (count, 2))], 1).astype(np.float32)
-
-        def run_file(boxes=boxes):
-            chw = np.ascontiguousarray(frame_hwc.transpose(2, 0, 1))[None]
-            return file_session.run(None, {"frames": chw, "boxes": boxes})
-
-        def run_usual(boxes=boxes):
-            return usual(net_session, frame_hwc, boxes, size, split)
-
-        diff = float(np.abs(run_file()[0] - run_usual()[0]).max())
-        times = {"file": [], "usual": []}
+        runs = {
+            "file": lambda boxes=boxes: file_session.run(None, {"frames": frame_hwc[None], "boxes": boxes}),
+            "batched": lambda boxes=boxes: usual(net_session, frame_hwc, boxes, size, split),
+        }
+        if tool is not None:
+            runs["rtmlib"] = lambda boxes=boxes: tool(frame_hwc, boxes)
+        out = {name: fn()[0] for name, fn in runs.items()}
+        diff = {name: float(np.abs(out["file"] - kp).max()) for name, kp in out.items()}
+        times = {name: [] for name in runs}
         for _ in range(3):
-            run_file(), run_usual()
+            for fn in runs.values():
+                fn()
         for _ in range(args.repeats):
-            for name, fn in (("file", run_file), ("usual", run_usual)):
+            for name, fn in runs.items():
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-        f, u = statistics.median(times["file"]) * 1e3, statistics.median(times["usual"]) * 1e3
-        print(f"{count:>5} {f:>12.2f} {u:>10.2f} {u / f:>17.2f} {diff:>14.2e}")
+        ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        r, dr = ms.get("rtmlib", float("nan")), diff.get("rtmlib", float("nan"))
+        print(f"{count:>5} {ms['file']:>9.2f} {ms['batched']:>8.2f} {r:>8.2f} {ms['batched'] / ms['file']:>13.2f} "
+              f"{r / ms['file']:>12.2f} {diff['batched']:>13.2e} {dr:>12.2e}")  # fmt: skip
     return 0
+
+
+def rtmlib_tool(network, size: tuple[int, int], net_session):
+    """rtmlib 0.0.16's ``RTMPose`` on the network file, its session replaced by ``net_session`` (the same
+    options as the one file's); None when rtmlib does not import."""
+    import tempfile
+
+    try:
+        from rtmlib.tools.pose_estimation.rtmpose import RTMPose
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "network.onnx"
+        path.write_bytes(network.SerializeToString())
+        tool = RTMPose(str(path), model_input_size=size, backend="onnxruntime", device="cpu")
+    tool.session = net_session
+    return tool
 
 
 if __name__ == "__main__":

@@ -116,6 +116,8 @@ class OpSpec:
     samples: Callable[[], list[Sample]]
     tolerances: Tolerances
     conventions: str = ""
+    #: ONNX types the type parameter ``T`` admits besides the float ones (``topdown_crop``: uint8 frames)
+    extra_types: tuple[str, ...] = ()
     version: int = DOMAIN_VERSION
     #: ``() -> {name: inputs}``: adversarial input sets (docs/spec.md's bad inputs) for the model built from
     #: :meth:`export_sample`, each a tuple of that model's input tensors (other shapes, same ranks)
@@ -245,7 +247,9 @@ def _onnx_schema(name: str):
         spec.description,
         inputs=[param(p) for p in spec.inputs],
         outputs=[param(p) for p in spec.outputs],
-        type_constraints=[("T", list(_TYPE_PARAM), "float tensors")],
+        type_constraints=[
+            ("T", [*_TYPE_PARAM, *spec.extra_types], "float tensors" + " or uint8" * bool(spec.extra_types))
+        ],
         attributes=[
             OpSchema.Attribute(a.name, kinds[a.kind], a.doc, required=a.default is None) for a in spec.attributes
         ],

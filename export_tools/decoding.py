@@ -9,7 +9,8 @@ options                       inputs                                           `
 ============================  ===============================================  ============================
 (none)                        the network's own inputs                         network-input pixels
 ``boxes``                     the network's inputs, ``boxes (N, 4)``            frame pixels
-``crop`` (implies boxes)      ``frames (B, C, H, W)``, ``boxes (N, 4)``          frame pixels
+``crop`` (implies boxes)      ``frames (B, C, H, W)`` (``(B, H, W, C)`` with     frame pixels
+                              ``channels_last``), ``boxes (N, 4)``
                               [, ``batch_index (N,)``]
 ============================  ===============================================  ============================
 
@@ -25,7 +26,9 @@ Outputs are always named ``keypoints`` ``(N, K, 2)`` as ``(x, y)`` and ``scores`
 - ``crop``: the file crops itself with :func:`~custom_ops.topdown_crop` (mmpose's ``bbox_xyxy2cs`` with
   ``padding``, the aspect-ratio fix, the affine warp, ``mean``/``std``) and maps the keypoints back through the
   same centre/scale (``heatmap_to_image(..., box_format="cs")``), so frame -> crop -> frame is one definition.
-  Without ``batch_index`` every box is on frame 0.
+  Without ``batch_index`` every box is on frame 0. ``channels_last`` takes frames as OpenCV decodes them,
+  ``(B, H, W, C)``; ``frames_dtype="uint8"`` (``wrap``/CLI) makes the file's ``frames`` input uint8: the crop
+  reads the frames in their own layout and dtype, with no whole-frame transpose or cast in the file or outside.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class PoseDecoder(nn.Module):
         crop: crop the frames in the graph (needs ``boxes``). padding: mmpose's box padding (crop only).
         batch_index: the file takes ``batch_index (N,)``; without it every box is on frame 0.
         mean, std: per-channel normalisation of the crops (crop only).
+        channels_last: the frames are ``(B, H, W, C)`` (crop only).
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class PoseDecoder(nn.Module):
         batch_index: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -144,8 +149,10 @@ class PoseDecoder(nn.Module):
             raise UsageError(f"--boxes must be one of {', '.join(BOX_FORMATS)}; got {boxes!r}")
         if crop and boxes is None:
             raise UsageError("--crop needs --boxes (the detector boxes to crop): add --boxes xyxy, xywh or cs")
-        if (batch_index or mean is not None or std is not None) and not crop:
-            raise UsageError("--batch-index, --mean and --std configure the crop: add --crop WxH, or drop them")
+        if (batch_index or mean is not None or std is not None or channels_last) and not crop:
+            raise UsageError("--batch-index, --mean, --std and --channels-last configure the crop: add --crop WxH, "
+                             "or drop them")  # fmt: skip
+        self.channels_last = bool(channels_last)
         self.split_ratio, self.sigma, self.blur_kernel, self.udp = float(split_ratio), sigma, int(blur_kernel), udp
         self.boxes, self.crop, self.padding, self.batch_index = boxes, crop, float(padding), batch_index
         self.mean = None if mean is None else [float(m) for m in mean]
@@ -194,7 +201,7 @@ class PoseDecoder(nn.Module):
             index = inputs[2] if self.batch_index else None
             crops, centre_scale = custom_ops.topdown_crop(
                 frames, boxes, index, input_size=self.input_size, padding=self.padding, box_format=self.boxes,
-                udp=self.udp, mean=self.mean, std=self.std,
+                udp=self.udp, mean=self.mean, std=self.std, channels_last=self.channels_last,
             )  # fmt: skip
             keypoints, scores, where = self._decode(self.net(crops))
             return self._to_pixels(keypoints, where, centre_scale, "cs"), scores
@@ -230,6 +237,10 @@ def wrap(
     forward pass on ``example``."""
     spec = DecodeSpec.parse(options["decode"])
     crop_size = options.pop("crop_size", None)
+    frames_dtype = options.pop("frames_dtype", None)
+    if frames_dtype not in (None, "uint8") or (frames_dtype and crop_size is None):
+        raise UsageError(f"--frames-dtype uint8 is for --crop exports (the file's frames input); got {frames_dtype!r}"
+                         f"{'' if crop_size else ' without --crop'}")  # fmt: skip
     with torch.no_grad():
         outputs = network_outputs(net(*example), spec)
     if crop_size is None:
@@ -263,9 +274,12 @@ def wrap(
         frames_batch = 2 if wrapper.batch_index else 1
         generator = torch.Generator().manual_seed(0)
         frames = torch.rand(frames_batch, channels, *EXAMPLE_FRAME, generator=generator) * 255.0
+        if wrapper.channels_last:
+            frames = frames.permute(0, 2, 3, 1).contiguous()
         boxes_t = example_boxes(boxes)
-        inputs = [frames.to(example[0].dtype), boxes_t]
-        dims = [{2: "H", 3: "W", **({0: "B"} if wrapper.batch_index else {})}, {0: "N"}]
+        inputs = [frames.to(torch.uint8 if frames_dtype == "uint8" else example[0].dtype), boxes_t]
+        spatial = {1: "H", 2: "W"} if wrapper.channels_last else {2: "H", 3: "W"}
+        dims = [{**spatial, **({0: "B"} if wrapper.batch_index else {})}, {0: "N"}]
         if wrapper.batch_index:
             inputs.append(torch.tensor([0, 1, 1][: len(boxes_t)], dtype=torch.int64))
             dims.append({0: "N"})

@@ -16,7 +16,8 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 
 #: ONNX element type -> numpy dtype, for the types kpx generates and compares
 NUMPY_TYPES = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64,
-               TensorProto.INT32: np.int32, TensorProto.INT64: np.int64, TensorProto.BOOL: np.bool_}  # fmt: skip
+               TensorProto.INT32: np.int32, TensorProto.INT64: np.int64, TensorProto.BOOL: np.bool_,
+               TensorProto.UINT8: np.uint8}  # fmt: skip
 _FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
 

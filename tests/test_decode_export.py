@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -187,6 +188,38 @@ def test_crop_in_the_file_matches_the_usual_opencv_pipeline(nets, tmp_path):
     np.testing.assert_allclose(got["keypoints"], want, atol=1e-3)
 
 
+def test_crop_of_frames_as_opencv_decodes_them(nets, tmp_path):
+    """``--channels-last --frames-dtype uint8``: the file takes ``(B, H, W, 3)`` uint8 frames (``cv2.imread``'s
+    layout, stacked) and gives the keypoints of the float NCHW file on the same pixels, with ``--check`` passing
+    and ``--check`` parity on an inline export too."""
+    files = {}
+    for name, flags in (("nchw", []), ("nhwc", ["--channels-last", "--frames-dtype", "uint8"])):
+        for emit in ("function", "inline"):
+            out = tmp_path / f"{name}-{emit}.onnx"
+            done = kpx("export", f"{nets}:stripes", "--input", "images:2x3x64x48", "--decode", "simcc", "--crop",
+                       "48x64", "--boxes", "xyxy", "--mean", "10", "20", "30", "--std", "2", "3", "4", *flags,
+                       "--emit", emit, "-o", str(out), "--check", cwd=tmp_path)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            files[name, emit] = out
+    model = onnx.load(files["nhwc", "function"])
+    frames_type = model.graph.input[0].type.tensor_type
+    assert frames_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value or d.dim_param for d in frames_type.shape.dim][-1] == 3  # (B, H, W, C)
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 60, (3, 240, 320)).astype(np.float32)
+    boxes = np.array([[30, 40, 90, 160], [150, 20, 230, 120], [-20, 150, 60, 260]], np.float32)
+    for x, y in ((60, 100), (190, 70), (20, 205)):
+        frame[:, :, x] += 180.0
+        frame[:, y, :] += 180.0
+    frame = np.minimum(frame, 255.0)  # pixel values, as uint8 holds them
+    want = run_file(files["nchw", "function"], frames=frame[None], boxes=boxes)
+    hwc = np.ascontiguousarray(frame.transpose(1, 2, 0)).astype(np.uint8)[None]
+    for emit in ("function", "inline"):
+        got = run_file(files["nhwc", emit], frames=hwc, boxes=boxes)
+        np.testing.assert_array_equal(got["keypoints"], want["keypoints"])
+        np.testing.assert_array_equal(got["scores"], want["scores"])
+
+
 def test_python_api_is_the_same_module_both_emit_modes(nets, tmp_path):
     """``PoseDecoder`` + ``export_tools.export``: the Python form of the CLI, in both emit modes."""
     from export_tools import export
@@ -223,6 +256,9 @@ BAD = [
     (["--decode", "simcc", "--crop", "48by64", "--boxes", "xyxy"], "stripes", "--crop must be WIDTHxHEIGHT"),
     (["--decode", "simcc", "--simcc-sigma", "1", "2", "3"], "stripes", "one sigma or two"),
     (["--decode", "simcc", "--mean", "1", "2", "3"], "stripes", "configure the crop"),
+    (["--decode", "simcc", "--channels-last"], "stripes", "configure the crop"),
+    (["--decode", "simcc", "--frames-dtype", "uint8"], "stripes", "--frames-dtype uint8 is for --crop exports"),
+    (["--channels-last"], "stripes", "configure --decode"),
     (["--decode", "simcc:fast"], "stripes", "invalid choice"),
 ]
 

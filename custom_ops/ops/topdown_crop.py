@@ -210,11 +210,13 @@ def reference(
     padding: float,
     box_format: int,
     udp: int,
+    channels_last: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Plain torch definition, float32 out: ``(F, C, H, W)``, ``(N, 4)``, ``(N,)`` -> ``(N, C, h, w)``, ``(N, 4)``.
 
-    Codes as the ONNX attributes; a ``batch_index`` outside ``[0, F)`` reads zeros (the graph's behaviour)."""
-    frames = images.to(torch.float32)
+    Codes as the ONNX attributes; a ``batch_index`` outside ``[0, F)`` reads zeros (the graph's behaviour);
+    ``channels_last``: ``images`` is ``(F, H, W, C)``, the same frames."""
+    frames = (images.permute(0, 3, 1, 2) if channels_last else images).to(torch.float32)
     n_frames, channels, height, width = frames.shape
     out_w, out_h = input_size
     boxes_cs, origin, step = _crop_geometry(
@@ -256,23 +258,25 @@ def _torch_op(
     padding: float,
     box_format: int,
     udp: int,
+    channels_last: int,
 ) -> tuple[Tensor, Tensor]:
-    crops, boxes_cs = reference(images, boxes, batch_index, input_size, padding, box_format, udp)
+    crops, boxes_cs = reference(images, boxes, batch_index, input_size, padding, box_format, udp, channels_last)
     return crops.contiguous(), boxes_cs
 
 
 @_torch_op.register_fake
-def _(images, boxes, batch_index, input_size, padding, box_format, udp):
+def _(images, boxes, batch_index, input_size, padding, box_format, udp, channels_last):
     n, (out_w, out_h) = boxes.shape[0], input_size
-    crops = images.new_empty((n, images.shape[1], out_h, out_w), dtype=torch.float32)
+    crops = images.new_empty((n, images.shape[3 if channels_last else 1], out_h, out_w), dtype=torch.float32)
     return crops, boxes.new_empty((n, 4), dtype=torch.float32)
 
 
-def _check_inputs(images: Tensor, boxes: Tensor, batch_index: Tensor | None) -> None:
+def _check_inputs(images: Tensor, boxes: Tensor, batch_index: Tensor | None, channels_last: bool) -> None:
+    legend = "(F, H, W, C) (channels_last=True)" if channels_last else "(F, C, H, W)"
     if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a torch.Tensor of shape (F, C, H, W); got {type(images).__name__}")
+        raise ValueError(f"images must be a torch.Tensor of shape {legend}; got {type(images).__name__}")
     if images.dim() != 4:
-        raise ValueError(f"images must have shape (F, C, H, W), frames x channels; got shape {tuple(images.shape)}")
+        raise ValueError(f"images must have shape {legend}, frames first; got shape {tuple(images.shape)}")
     if images.dtype not in IMAGE_DTYPES:
         raise ValueError(f"images must be float32/float16/bfloat16/float64 or uint8; got {images.dtype}")
     if not isinstance(boxes, Tensor):
@@ -312,11 +316,13 @@ def topdown_crop(
     udp: bool = False,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    channels_last: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Crops each box from its frame to the network input, as mmpose's top-down pipeline does.
 
     Args:
-        images: ``(F, C, H, W)`` frames, float or uint8.
+        images: ``(F, C, H, W)`` frames, float or uint8; ``(F, H, W, C)`` with ``channels_last`` (frames as
+            OpenCV decodes them, stacked).
         boxes: ``(N, 4)`` boxes in frame pixels, in ``box_format``.
         batch_index: ``(N,)`` int64 frame of each box; None: every box is from frame 0.
         input_size: ``(w, h)`` of the network input (mmpose's codec order; static).
@@ -324,15 +330,17 @@ def topdown_crop(
         box_format: ``"xyxy"``, ``"xywh"`` or ``"cs"`` (centre x, centre y, width, height).
         udp: ``get_udp_warp_matrix`` (pixel steps ``s / (w - 1)``) instead of ``get_warp_matrix`` (``s / w``).
         mean, std: per-channel normalisation ``(crop - mean) / std`` (``C`` floats each), or None.
+        channels_last: ``images`` is ``(F, H, W, C)``; the crops are ``(N, C, h, w)`` either way.
 
     Returns:
         ``crops (N, C, h, w)`` and ``boxes_cs (N, 4)`` = (centre x, centre y, scale w, scale h) in frame pixels
         after padding and the aspect fix; in the images' dtype (float32 for uint8 images).
     """
-    _check_inputs(images, boxes, batch_index)
+    _check_inputs(images, boxes, batch_index, bool(channels_last))
     size = check_input_size(input_size, bool(udp))
     pad, fmt = check_padding(padding), box_format_code(box_format)
-    channels = images.shape[1]
+    last = int(bool(channels_last))
+    channels = images.shape[3 if last else 1]
     mean_values = check_channel_values(mean, "mean", channels, positive=False)
     std_values = check_channel_values(std, "std", channels, positive=True)
     if batch_index is None:
@@ -340,12 +348,14 @@ def topdown_crop(
     batch_index = batch_index.to(torch.int64)
     out_dtype = images.dtype if images.is_floating_point() else torch.float32
     if is_exporting():
-        frames = images if images.is_floating_point() else images.to(torch.float32)
+        # the node reads uint8 and float32 frames as they are (its table keeps their dtype: a quarter of the
+        # memory traffic for uint8); other float frames are cast to float32 first
+        frames = images if images.dtype in (torch.uint8, torch.float32) else images.to(torch.float32)
         crops, boxes_cs = torch.ops.kpx.topdown_crop(
-            frames, boxes.to(torch.float32), batch_index, size, pad, fmt, int(bool(udp))
+            frames, boxes.to(torch.float32), batch_index, size, pad, fmt, int(bool(udp)), last
         )
     else:
-        crops, boxes_cs = reference(images, boxes, batch_index, size, pad, fmt, int(bool(udp)))
+        crops, boxes_cs = reference(images, boxes, batch_index, size, pad, fmt, int(bool(udp)), last)
     if mean_values is not None:
         crops = crops - crops.new_tensor(mean_values).view(-1, 1, 1)
     if std_values is not None:
@@ -365,9 +375,11 @@ class TopdownCrop(nn.Module):
         udp: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.input_size = tuple(check_input_size(input_size, bool(udp)))
+        self.channels_last = bool(channels_last)
         self.padding = check_padding(padding)
         box_format_code(box_format)
         self.box_format = box_format
@@ -386,12 +398,13 @@ class TopdownCrop(nn.Module):
             udp=self.udp,
             mean=self.mean,
             std=self.std,
+            channels_last=self.channels_last,
         )
 
     def extra_repr(self) -> str:
         return (
             f"input_size={self.input_size}, padding={self.padding}, box_format={self.box_format!r}, udp={self.udp}, "
-            f"mean={self.mean}, std={self.std}"
+            f"mean={self.mean}, std={self.std}, channels_last={self.channels_last}"
         )
 
 
@@ -401,9 +414,15 @@ def build_function(kpx, op):
 
     @onnxscript.script(kpx, default_opset=op)
     def TopdownCrop(
-        images, boxes, batch_index, input_size: list[int], padding: float = 1.25, box_format: int = 1, udp: int = 0
+        images,
+        boxes,
+        batch_index,
+        input_size: list[int],
+        padding: float = 1.25,
+        box_format: int = 1,
+        udp: int = 0,
+        channels_last: int = 0,
     ):
-        frames = op.Cast(images, to=FLOAT)  # (F, C, H, W)
         b = op.Cast(boxes, to=FLOAT)  # (N, 4)
         index = op.Cast(batch_index, to=INT64)  # (N,)
         first = op.Slice(b, [0], [2], [1])
@@ -421,16 +440,22 @@ def build_function(kpx, op):
         ratio = op.Div(op.Slice(size, [0], [1]), op.Slice(size, [1], [2]))
         sw = op.Slice(scale, [0], [1], [1])
         sh = op.Slice(scale, [1], [2], [1])
-        wider = op.Greater(sw, op.Mul(sh, ratio))
+        # NaN guard: IEEE's NaN > x is false (the reference), but OpenVINO 2026.4's CPU plugin on AVX-512 says
+        # true (measured: Where(Greater(NaN, 3), NaN, 5) gives NaN), so a NaN size must not reach the compare
+        finite = op.Not(op.Or(op.IsNaN(sw), op.IsNaN(sh)))
+        wider = op.And(op.Greater(sw, op.Mul(sh, ratio)), finite)
         fixed = op.Where(wider, op.Concat(sw, op.Div(sw, ratio), axis=1), op.Concat(op.Mul(sh, ratio), sh, axis=1))
         origin = op.Sub(centre, op.Mul(fixed, 0.5))
         step = op.Div(fixed, op.Cast(op.Sub(size_int, op.Constant(value_int=udp)), to=FLOAT))
 
-        shape = op.Shape(frames)
-        n_frames = op.Slice(shape, [0], [1])
-        channels = op.Slice(shape, [1], [2])
-        height = op.Slice(shape, [2], [3])
-        width = op.Slice(shape, [3], [4])
+        # the frames' dims: (F, C, H, W), or (F, H, W, C) with channels_last (an attribute: folds at load time)
+        last = op.Equal(op.Constant(value_int=channels_last), op.Constant(value_int=1))
+        shape = op.Shape(images)
+        dims = op.Gather(shape, op.Where(last, op.Constant(value_ints=[0, 3, 1, 2]), [0, 1, 2, 3]))  # F, C, H, W
+        n_frames = op.Slice(dims, [0], [1])
+        channels = op.Slice(dims, [1], [2])
+        height = op.Slice(dims, [2], [3])
+        width = op.Slice(dims, [3], [4])
         one = op.Constant(value_float=1.0)
 
         # per axis, (N, w) and (N, h): the first neighbour's index in the frame padded by 1 before and 2 after, or
@@ -454,39 +479,39 @@ def build_function(kpx, op):
         y_either = op.And(y_either, op.Unsqueeze(valid_frame, [1]))  # a box without a frame reads zero rows
         yi = op.Cast(op.Where(y_either, op.Add(y0, one), op.Add(height_f, one)), to=INT64)
 
-        # flat indices into the frames zero-padded by 1 before and 2 after on H and W (and one zero frame when
-        # F = 0); a box whose frame index is not in [0, F) reads the zero rows after the last of frame 0
-        row_len = op.Add(width, op.Constant(value_ints=[3]))
-        plane = op.Mul(op.Add(height, op.Constant(value_ints=[3])), row_len)
-        frame = op.Where(valid_frame, index, op.Constant(value_int=0))
-        channel_starts = op.Mul(op.Range(op.Constant(value_int=0), op.Squeeze(channels), 1), plane)  # (C,)
-        starts = op.Add(op.Unsqueeze(op.Mul(frame, op.Mul(channels, plane)), [1]), channel_starts)  # (N, C)
-        row_starts = op.Add(op.Unsqueeze(starts, [2]), op.Unsqueeze(op.Mul(yi, row_len), [1]))  # (N, C, h)
-        flat = op.Add(op.Unsqueeze(row_starts, [3]), op.Unsqueeze(xi, [1, 2]))  # (N, C, h, w)
-        flat_1d = op.Reshape(flat, op.Constant(value_ints=[-1]))
-        shape_out = op.Shape(flat)
-        # one table per neighbour, each (max(F, 1), C, H + 3, W + 3) flat, read at the same indices: the frames padded
-        # by 1 before and 2 after (top-left), or by 0 before and 3 after on x and/or y, which is the first table
-        # shifted by 1, W + 3 and W + 4 flat positions (the reference's views) at every index used; GatherElements
-        # on 1-D data reads one value per index, much faster on ORT CPU than Gather's per-index block copies
-        flat_shape = op.Constant(value_ints=[-1])
+        # one table: the frames in their own dtype and layout, zero-padded by 1 before and 2 after on H and W (and
+        # one zero frame when F = 0), flat. Strides of frame, channel, row and column in it:
+        padded_w = op.Add(width, op.Constant(value_ints=[3]))
+        plane = op.Mul(op.Add(height, op.Constant(value_ints=[3])), padded_w)
+        unit = op.Constant(value_ints=[1])
+        channel_stride = op.Where(last, unit, plane)
+        column_stride = op.Where(last, channels, unit)
+        row_stride = op.Mul(padded_w, column_stride)
         no_frames = op.Cast(op.Equal(n_frames, op.Constant(value_ints=[0])), to=INT64)  # (1,): pads F by 1 if 0
-        pad_c = op.Constant(value_ints=[0])
-        t00 = op.Pad(frames, op.Concat(op.Constant(value_ints=[0, 0, 1, 1]), no_frames, pad_c, [2, 2], axis=0))
-        t01 = op.Pad(frames, op.Concat(op.Constant(value_ints=[0, 0, 1, 0]), no_frames, pad_c, [2, 3], axis=0))
-        t10 = op.Pad(frames, op.Concat(op.Constant(value_ints=[0, 0, 0, 1]), no_frames, pad_c, [3, 2], axis=0))
-        t11 = op.Pad(frames, op.Concat(op.Constant(value_ints=[0, 0, 0, 0]), no_frames, pad_c, [3, 3], axis=0))
-        t00, t01 = op.Reshape(t00, flat_shape), op.Reshape(t01, flat_shape)
-        t10, t11 = op.Reshape(t10, flat_shape), op.Reshape(t11, flat_shape)
-        v00 = op.Reshape(op.GatherElements(t00, flat_1d, axis=0), shape_out)  # (N, C, h, w)
-        v01 = op.Reshape(op.GatherElements(t01, flat_1d, axis=0), shape_out)
-        v10 = op.Reshape(op.GatherElements(t10, flat_1d, axis=0), shape_out)
-        v11 = op.Reshape(op.GatherElements(t11, flat_1d, axis=0), shape_out)
+        zero = op.Constant(value_ints=[0])
+        begin = op.Where(last, op.Constant(value_ints=[0, 1, 1, 0]), [0, 0, 1, 1])
+        end = op.Where(last, op.Constant(value_ints=[2, 2, 0]), [0, 2, 2])
+        table = op.Reshape(op.Pad(images, op.Concat(begin, no_frames, end, axis=0)), [-1])
+
+        # the top-left neighbour's flat index, (N, C, h, w); the other three are it shifted by one column, one row,
+        # or both (the reference's views), each a broadcast Add of a (N, C, h, 1) and a (N, 1, 1, w) part
+        frame = op.Where(valid_frame, index, zero)
+        channel_starts = op.Mul(op.Range(op.Constant(value_int=0), op.Squeeze(channels), 1), channel_stride)  # (C,)
+        starts = op.Add(op.Unsqueeze(op.Mul(frame, op.Mul(channels, plane)), [1]), channel_starts)  # (N, C)
+        top_rows = op.Unsqueeze(op.Add(op.Unsqueeze(starts, [2]), op.Unsqueeze(op.Mul(yi, row_stride), [1])), [3])
+        bottom_rows = op.Add(top_rows, row_stride)  # (N, C, h, 1)
+        left = op.Unsqueeze(op.Mul(xi, column_stride), [1, 2])  # (N, 1, 1, w)
+        right = op.Add(left, column_stride)
+        v00 = op.Cast(op.GatherElements(table, op.Reshape(op.Add(top_rows, left), [-1]), axis=0), to=FLOAT)
+        v01 = op.Cast(op.GatherElements(table, op.Reshape(op.Add(top_rows, right), [-1]), axis=0), to=FLOAT)
+        v10 = op.Cast(op.GatherElements(table, op.Reshape(op.Add(bottom_rows, left), [-1]), axis=0), to=FLOAT)
+        v11 = op.Cast(op.GatherElements(table, op.Reshape(op.Add(bottom_rows, right), [-1]), axis=0), to=FLOAT)
+        shape_out = op.Concat(op.Shape(index), channels, op.Shape(yi, start=1), op.Shape(xi, start=1), axis=0)
 
         wx = op.Unsqueeze(fx, [1, 2])  # (N, 1, 1, w)
         wy = op.Unsqueeze(fy, [1, 3])  # (N, 1, h, 1)
-        top = op.Add(op.Mul(v00, op.Sub(one, wx)), op.Mul(v01, wx))
-        bottom = op.Add(op.Mul(v10, op.Sub(one, wx)), op.Mul(v11, wx))
+        top = op.Add(op.Mul(op.Reshape(v00, shape_out), op.Sub(one, wx)), op.Mul(op.Reshape(v01, shape_out), wx))
+        bottom = op.Add(op.Mul(op.Reshape(v10, shape_out), op.Sub(one, wx)), op.Mul(op.Reshape(v11, shape_out), wx))
         crops = op.Add(op.Mul(top, op.Sub(one, wy)), op.Mul(bottom, wy))
         boxes_cs = op.Concat(centre, fixed, axis=1)
         return crops, boxes_cs
@@ -511,7 +536,8 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 
 def samples() -> list[Sample]:
     """One frame with dynamic F, H, W, N (export sample); a 2-frame batch with boxes in both frames and one
-    outside; UDP with ImageNet normalisation; cs boxes; xywh on uint8-valued frames. Input sizes are (w, h)."""
+    outside; UDP with ImageNet normalisation; cs boxes; xywh on uint8-valued frames; (F, H, W, C) frames. Input
+    sizes are (w, h)."""
     one = _frames(1, 72, 96, 1)
     boxes_one = torch.tensor([[10.0, 8.0, 50.0, 70.0], [60.5, 20.25, 90.0, 40.0], [-20.0, -10.0, 15.0, 30.0]])
     two = _frames(2, 120, 160, 2)
@@ -538,6 +564,11 @@ def samples() -> list[Sample]:
         ),
         Sample("cs_no_padding", (one, cs), {"input_size": (16, 16), "box_format": "cs", "padding": 1.0}),
         Sample("xywh_integer_valued", (one.round(), xywh), {"input_size": (12, 20), "box_format": "xywh"}),
+        Sample(
+            "channels_last",
+            (one.permute(0, 2, 3, 1).contiguous(), boxes_one),
+            {"input_size": (24, 32), "channels_last": True, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        ),
     ]
 
 
@@ -571,7 +602,7 @@ SPEC = register(
         reference=reference,
         torch_op=torch.ops.kpx.topdown_crop,
         inputs=(
-            OnnxInput("images", "(F, C, H, W) frames"),
+            OnnxInput("images", "(F, C, H, W) frames, or (F, H, W, C) with channels_last; float32 or uint8"),
             OnnxInput("boxes", "(N, 4) float32 boxes in frame pixels", "tensor(float)"),
             OnnxInput("batch_index", "(N,) int64 frame of each box", "tensor(int64)"),
         ),
@@ -584,6 +615,7 @@ SPEC = register(
             OnnxAttribute("padding", "float", 1.25, "box scale factor"),
             OnnxAttribute("box_format", "int", 1, "0: (x0, y0, w, h); 1: (x0, y0, x1, y1); 2: (cx, cy, sw, sh)"),
             OnnxAttribute("udp", "int", 0, "0: get_warp_matrix, s / w; 1: get_udp_warp_matrix, s / (w - 1)"),
+            OnnxAttribute("channels_last", "int", 0, "0: images (F, C, H, W); 1: images (F, H, W, C)"),
         ),
         build_function=build_function,
         samples=samples,
@@ -592,6 +624,7 @@ SPEC = register(
         # tests/ops/test_topdown_crop.py); the tolerance leaves a few ulps of values up to 255 and coordinates up to
         # ~1e3 px to runtimes that fuse or reorder; fp16: one rounding of the float32 result to half (relative
         # 4.9e-4), normalised values near 0 need the atol
+        extra_types=("tensor(uint8)",),  # frames as decoded: the node reads them without a cast
         tolerances={torch.float32: (1e-5, 1e-4), torch.float16: (1e-3, 1e-3), torch.float64: (1e-5, 1e-4)},
         conventions="boxes in frame pixels in; crop pixel (i, j) samples x0 + j * sw / w (udp: / (w - 1)), "
         "the map heatmap_to_image inverts",

@@ -65,6 +65,9 @@ def add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-index", action="store_true", help="take batch_index (N,): each box's frame")
     g.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted from the crops")
     g.add_argument("--std", type=float, nargs="+", help="per-channel std dividing the crops")
+    g.add_argument("--channels-last", action="store_true",
+                   help="frames (B, H, W, C), as OpenCV decodes them, instead of (B, C, H, W)")  # fmt: skip
+    g.add_argument("--frames-dtype", choices=("uint8",), help="the frames input's dtype (default: the network's)")
 
 
 def decode_options(args: argparse.Namespace) -> dict | None:
@@ -73,7 +76,9 @@ def decode_options(args: argparse.Namespace) -> dict | None:
 
     given = [flag for flag, value in (("--boxes", args.boxes), ("--crop", args.crop), ("--udp", args.udp),
                                       ("--batch-index", args.batch_index), ("--mean", args.mean),
-                                      ("--std", args.std), ("--simcc-sigma", args.simcc_sigma)) if value]  # fmt: skip
+                                      ("--std", args.std), ("--simcc-sigma", args.simcc_sigma),
+                                      ("--channels-last", args.channels_last),
+                                      ("--frames-dtype", args.frames_dtype)) if value]  # fmt: skip
     if args.decode is None:
         if given:
             raise UsageError(f"{', '.join(given)} configure --decode: add --decode (e.g. --decode simcc), or drop them")
@@ -86,6 +91,7 @@ def decode_options(args: argparse.Namespace) -> dict | None:
         "decode": args.decode, "split_ratio": args.split_ratio, "sigma": sigma, "blur_kernel": args.blur_kernel,
         "udp": args.udp, "boxes": args.boxes, "padding": args.padding, "batch_index": args.batch_index,
         "mean": args.mean, "std": args.std, "crop_size": None if args.crop is None else parse_size(args.crop, "--crop"),
+        "channels_last": args.channels_last, "frames_dtype": args.frames_dtype,
     }  # fmt: skip
 
 

@@ -112,6 +112,8 @@ def random_inputs(
             arrays.append(rng.standard_normal(concrete).astype(dtype))
         elif dtype.kind == "b":
             arrays.append(rng.random(concrete) > 0.5)
+        elif dtype == np.uint8:  # pixels (topdown_crop's frames as decoded): the whole range
+            arrays.append(rng.integers(0, 256, concrete).astype(dtype))
         else:
             arrays.append(rng.integers(0, 8, concrete).astype(dtype))
     return tuple(arrays)

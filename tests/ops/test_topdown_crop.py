@@ -23,7 +23,7 @@ import torch
 from onnx import TensorProto, helper
 
 from custom_ops import TopdownCrop, heatmap_to_image, topdown_crop
-from custom_ops.registry import MAX_OPSET, MIN_OPSET
+from custom_ops.registry import MAX_OPSET, MIN_OPSET, get_op
 from export_tools import kpx_nodes
 from export_tools.downgrade import EXPORT_OPSET
 from export_tools.exporter import finalize, trace
@@ -583,3 +583,96 @@ def test_zero_frames_and_one_pixel_frames_in_the_graph(emit):
     want = bounds_checked_bilinear(pixel.numpy(), np.array([0]), got_cs, (12, 16), False)
     np.testing.assert_array_equal(got, want)
     assert got.max() == 100.0 and got.min() < 100.0
+
+
+# --- frames as decoded: (F, H, W, C) and uint8, read by the node as they are ---------------------------------------
+
+
+def test_channels_last_and_uint8_frames_give_the_same_crops_eagerly():
+    """``channels_last`` is a layout, not another crop: (F, H, W, C) frames give the crops of the same frames
+    (F, C, H, W), bit for bit, and uint8 frames those of their float32 values; a wrong rank or the channel
+    count of mean/std is checked on the channel axis of the layout."""
+    images, boxes, index = _inputs(2, 6, 40, 50, 11)
+    images = images.round()
+    want = topdown_crop(images, boxes, index, input_size=(24, 32), mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0))
+    nhwc = images.permute(0, 2, 3, 1).contiguous()
+    for frames in (nhwc, nhwc.to(torch.uint8)):
+        got = topdown_crop(frames, boxes, index, input_size=(24, 32), mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0),
+                           channels_last=True)  # fmt: skip
+        assert got[0].dtype == torch.float32
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+    module = TopdownCrop(input_size=(24, 32), channels_last=True)
+    torch.testing.assert_close(
+        module(nhwc, boxes, index)[0], topdown_crop(images, boxes, index, input_size=(24, 32))[0]
+    )
+    with pytest.raises(ValueError, match=r"mean must have one value per channel, 3"):
+        topdown_crop(nhwc, boxes, index, input_size=(24, 32), mean=(1.0,) * 50, channels_last=True)
+    with pytest.raises(ValueError, match=r"images must have shape \(F, H, W, C\) \(channels_last=True\)"):
+        topdown_crop(nhwc[0], boxes, index, input_size=(24, 32), channels_last=True)
+
+
+@functools.cache
+def _traced_layout(channels_last: bool, dtype: torch.dtype, trace_opset: int = EXPORT_OPSET):
+    model = _Crop(input_size=(24, 32), mean=(120.0, 110.0, 100.0), std=(60.0, 55.0, 50.0), channels_last=channels_last)
+    images, boxes, index = _inputs(2, 5, 40, 50, 0)
+    if channels_last:
+        images = images.permute(0, 2, 3, 1).contiguous()
+    spatial = {1: "H", 2: "W"} if channels_last else {2: "H", 3: "W"}
+    dyn = ({0: "F", **spatial}, {0: "N"}, {0: "N"})
+    return model, trace(model, (images.to(dtype), boxes, index), opset=trace_opset, dynamic_shapes=dyn)
+
+
+@pytest.mark.parametrize("emit", ["function", "inline"])
+@pytest.mark.parametrize("opset", [MIN_OPSET, MAX_OPSET])
+@pytest.mark.parametrize(
+    ("channels_last", "dtype"),
+    [(True, torch.uint8), (True, torch.float32), (False, torch.uint8)],
+    ids=["nhwc-uint8", "nhwc-float32", "nchw-uint8"],
+)
+def test_frames_as_decoded_in_the_graph(channels_last, dtype, opset, emit):
+    """The file's frames input keeps the layout and dtype it was exported with (no cast, no transpose before
+    the node: ``images`` is the graph input); its crops equal the float32 NCHW reference bit for bit, at other
+    frame sizes and counts, with an out-of-range frame index reading the border value."""
+    _, raw = _traced_layout(channels_last, dtype, max(opset, EXPORT_OPSET))
+    proto = finalize(raw, opset=opset, emit=emit)
+    onnx.checker.check_model(proto, full_check=True)
+    want_type = TensorProto.UINT8 if dtype == torch.uint8 else TensorProto.FLOAT
+    assert proto.graph.input[0].type.tensor_type.elem_type == want_type
+    if emit == "function":
+        (node,) = [n for n in kpx_nodes(proto) if n.op_type == "TopdownCrop"]
+        assert node.input[0] == proto.graph.input[0].name  # the frames go into the node as they are
+    session = ort_session(proto)
+    for frames, n, height, width, seed in ((2, 5, 40, 50, 0), (3, 9, 61, 47, 1), (1, 0, 20, 30, 2)):
+        images, boxes, index = _inputs(frames, n, height, width, seed)
+        images = images.round()
+        want = _Crop(input_size=(24, 32), mean=(120.0, 110.0, 100.0), std=(60.0, 55.0, 50.0))(images, boxes, index)
+        fed = images.permute(0, 2, 3, 1).contiguous() if channels_last else images
+        got = run_ort(session, fed.to(dtype), boxes, index)
+        np.testing.assert_array_equal(got[0], want[0].numpy())
+        np.testing.assert_array_equal(got[1], want[1].numpy())
+    images, boxes, _ = _inputs(2, 2, 40, 50, 4)
+    fed = images.permute(0, 2, 3, 1).contiguous() if channels_last else images
+    crops, _ = run_ort(session, fed.to(dtype), boxes, torch.tensor([5, 1]))
+    border = (-torch.tensor([120.0, 110.0, 100.0]) / torch.tensor([60.0, 55.0, 50.0])).view(3, 1, 1)
+    np.testing.assert_allclose(crops[0], border.expand(3, 32, 24).numpy(), rtol=1e-6)
+
+
+def test_uint8_nhwc_frames_on_openvino():
+    """OpenVINO (inline export) reads the uint8 (F, H, W, C) file: the crops match the reference within the op's
+    registered float32 tolerance (OpenVINO's CPU plugin fuses the blend and the normalisation: measured 2e-5 on
+    normalised values, i.e. ~1e-3 grey levels, not bit for bit)."""
+    pytest.importorskip("openvino")
+    from export_tools.runtimes import make_runner
+
+    model, raw = _traced_layout(True, torch.uint8)
+    runner = make_runner("openvino", finalize(raw, opset=EXPORT_OPSET, emit="inline").SerializeToString())
+    for frames, n, height, width, seed in ((2, 5, 40, 50, 0), (1, 7, 72, 96, 5)):
+        images, boxes, index = _inputs(frames, n, height, width, seed)
+        images = images.round()
+        want = model.__class__(**{**model.kwargs, "channels_last": False})(images, boxes, index)
+        fed = images.permute(0, 2, 3, 1).contiguous().to(torch.uint8)
+        got = runner.run([fed.numpy(), boxes.numpy(), index.numpy()])
+        rtol, atol = get_op("topdown_crop").tolerances[torch.float32]
+        np.testing.assert_allclose(got[0], want[0].numpy(), rtol=rtol, atol=atol)
+        np.testing.assert_allclose(got[1], want[1].numpy(), rtol=rtol, atol=atol)
