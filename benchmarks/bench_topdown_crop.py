@@ -5,9 +5,11 @@ Prints medians (ms) and ratios from one run: for 1, 8 and 32 boxes on one 480x64
 64x48 crops (``input_size`` (192, 256) and (48, 64)): kpx on ORT (function and inline bodies, dynamic F, H, W, N),
 the kpx torch reference (eager, ``torch.inference_mode``) and OpenCV's ``warpAffine`` (``INTER_LINEAR``, constant
 0 border) once per box with mmpose's matrix for the same box (matrices computed beforehand: the loop is warps
-only). Each runtime is timed in its own group, the two ORT rows round-robin (see ``_common.compare``); OpenCV
-and torch run with ``--threads`` threads as ORT does. The load average is printed before and after: the machine
-may be shared.
+only). Two more rows take the frame as OpenCV decodes it, ``(H, W, 3)`` uint8: OpenCV's warp of it and the kpx
+function body exported with ``channels_last=True`` on uint8 frames (the same crops, read without a cast or a
+transpose in front). Each runtime is timed in its own group, the two ORT rows round-robin (see
+``_common.compare``); OpenCV and torch run with ``--threads`` threads as ORT does. The load average is printed
+before and after: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -36,12 +38,12 @@ DYNAMIC = ({0: "F", 2: "H", 3: "W"}, {0: "N"})
 
 
 class Crop(torch.nn.Module):
-    def __init__(self, input_size: tuple[int, int]) -> None:
+    def __init__(self, input_size: tuple[int, int], channels_last: bool = False) -> None:
         super().__init__()
-        self.input_size = input_size
+        self.input_size, self.channels_last = input_size, channels_last
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        return custom_ops.topdown_crop(images, boxes, input_size=self.input_size)[0]
+        return custom_ops.topdown_crop(images, boxes, input_size=self.input_size, channels_last=self.channels_last)[0]
 
 
 def boxes_over_the_frame(n: int) -> torch.Tensor:
@@ -75,6 +77,7 @@ def main() -> None:
     rounds = 3 if args.quick else args.rounds
     frame_hwc = (np.random.default_rng(0).random((*FRAME, 3)) * 255).astype(np.float32)
     images = torch.from_numpy(frame_hwc).permute(2, 0, 1)[None].contiguous()
+    frame_u8 = frame_hwc.astype(np.uint8)
 
     print(f"# topdown_crop, {datetime.date.today()}, float32 frame {FRAME[0]}x{FRAME[1]}, {args.threads} threads, ")
     print(f"# {rounds}+ rounds; load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -85,6 +88,8 @@ def main() -> None:
         model = Crop(input_size)
         sample = (images, boxes_over_the_frame(2))
         protos = {emit: to_onnx(model, sample, emit=emit, dynamic_shapes=DYNAMIC) for emit in EMIT_MODES}
+        hwc_sample = (torch.from_numpy(frame_u8)[None], sample[1])
+        hwc = to_onnx(Crop(input_size, True), hwc_sample, dynamic_shapes=({0: "F", 1: "H", 2: "W"}, {0: "N"}))
         for n in counts:
             boxes = boxes_over_the_frame(n)
             _, boxes_cs = custom_ops.topdown_crop(images, boxes, input_size=input_size)
@@ -110,6 +115,16 @@ def main() -> None:
                 for emit, proto in protos.items()
             }
             ms |= compare(ort_rows, rounds=rounds)
+
+            def warp_loop_u8(matrices=matrices, size=input_size) -> list[np.ndarray]:
+                return [cv2.warpAffine(frame_u8, m, size, flags=cv2.INTER_LINEAR) for m in matrices]
+
+            ms |= compare({"cv2.warpAffine loop, uint8 HWC": warp_loop_u8}, rounds=rounds)
+            ms |= compare(
+                {"kpx ORT function, uint8 HWC": ort_runner(hwc.SerializeToString(), args.threads, frame_u8[None],
+                                                           boxes.numpy())},
+                rounds=rounds,
+            )  # fmt: skip
             floor = ms["cv2.warpAffine loop"]
             for row, value in ms.items():
                 print(f"| {input_size[1]}x{input_size[0]} | {n} | {row} | {value:.2f} | {value / floor:.1f}x |")
