@@ -42,8 +42,12 @@ Decisions:
   Non-finite boxes give NaN crops; a NaN pixel makes NaN every output pixel whose 2x2 cell holds it.
 - dtypes: ``images`` float32/float16/bfloat16/float64 or uint8 (a frame as decoded), ``boxes`` any float,
   ``batch_index`` int64/int32. Computed in float32 (float64 too); the outputs have the images' float dtype, float32
-  for uint8 frames (kpx's rule: outputs follow the main input). The ``kpx`` node itself returns float32; the cast
-  and the normalisation are standard ops after it.
+  for uint8 frames (kpx's rule: outputs follow the main input). The ``kpx`` node reads uint8 and float32 frames as
+  they are (other floats are cast to float32 before it) and returns float32; the cast to the images' dtype and the
+  normalisation are standard ops after it.
+- ``channels_last=True``: ``images`` is ``(F, H, W, C)`` (OpenCV's layout, stacked); the crops are ``(N, C, h, w)``
+  and equal those of the same frames as ``(F, C, H, W)``, bit for bit. The node reads the frames in place: no
+  whole-frame transpose in the file or before it.
 - ``mean``/``std`` are applied after the node, as standard ``Sub``/``Div`` on float32 constants: the registry's
   node attributes are ints, floats or int lists (no float lists), and so the crop node stays the same for any
   normalisation.
@@ -51,48 +55,28 @@ Decisions:
   that box reads no frame, so its crop is the border value (0, then ``-mean / std``) on every runtime.
   ``batch_index=None``: every box is from frame 0.
 
-ONNX body: a gather-based bilinear (standard ops, opsets 15-21, the same body at every opset), channel-planar so
-that no crop-sized tensor is broadcast over an inner axis of ``C`` values and no ``Where`` runs on one:
+ONNX body: a gather-based bilinear (standard ops, opsets 15-21, the same body at every opset), channel-planar in
+its output so that no crop-sized tensor is broadcast over an inner axis of ``C`` values:
 
 - per axis, on ``(N, w)`` and ``(N, h)`` only: ``x0 = floor(x)``, the weight ``x - x0``, and the first neighbour's
   index in the frame zero-padded by 1 pixel before and 2 after: ``x0 + 1``, or ``W + 1`` (two zeros) when neither
   ``x0`` nor ``x0 + 1`` is in ``[0, W)`` (NaN included); a box whose frame index is outside ``[0, F)`` gets row
   ``H + 1`` of frame 0 everywhere (zeros; ``F = 0`` is padded to one zero frame);
-- one int64 ``(N, C, h, w)`` index tensor (frame, channel, row and column parts added by broadcasting) and four
-  ``GatherElements`` on flat tables of the frames, ``Pad``-ded to ``(F, C, H + 3, W + 3)``: the top-left
-  table, and three padded 1 column and/or 1 row earlier (equal, at every index used, to the top-left table shifted
-  by 1, ``W + 3`` and ``W + 4``, which is how the reference reads them). The corners come out in the crops'
-  layout: no ``Transpose``;
+- one table: the frames in their own dtype and layout, ``Pad``-ded by 1 before and 2 after on H and W, flat;
+  strides of frame, channel, row and column in it follow ``channels_last``;
+- the top-left neighbour's flat index ``(N, C, h, w)`` (int64) as a ``(N, C, h, 1)`` + ``(N, 1, 1, w)`` broadcast
+  ``Add``, the other three the same with the row part one row lower and/or the column part one column right; four
+  ``GatherElements`` on the one table, each cast to float32 (a uint8 frame is read one byte per value);
 - the blend in ``(N, C, h, w)`` with ``wx (N, 1, 1, w)`` and ``wy (N, 1, h, 1)``, the reference's float32
   expression op for op (``top = v00 (1 - wx) + v01 wx``, ``bottom`` alike, ``top (1 - wy) + bottom wy``): ORT's
-  crops equal the reference's and a bounds-checked float32 bilinear bit for bit (tests/ops/test_topdown_crop.py).
+  crops equal the reference's and a bounds-checked float32 bilinear bit for bit (tests/ops/test_topdown_crop.py);
+- the aspect fix's ``sw > sh * a`` is and-ed with "neither size is NaN": OpenVINO 2026.4's CPU plugin on an
+  AVX-512 CPU evaluates ``Greater(NaN, x)`` as true (measured), IEEE and the reference as false.
 
-Measured on ORT 1.32 CPU, 2 threads (ORT's per-op profile; 32 crops of 256x192 from one 480x640 frame): the previous
-body, ``(F*H*W + 1, C)`` rows, four ``Gather`` s of ``(N, h, w)`` rows and a blend in ``(N, h, w, C)``, spent 194 ms in
-``Mul`` (weights ``(N, 1, w, 1)`` broadcast over the 3-wide inner axis), 90 in ``Gather``, 46 in ``Where``: 279 ms
-against 89 ms for this body, timed round-robin in one run (load average 2.6). ORT's ``Gather`` copies each index's block
-with its own ``memcpy``: rows of 3 floats ~18 ms per corner, single floats (``Gather`` ``axis=1`` of a ``(C, P)`` table)
-~44 ms, where ``GatherElements`` reads the same 4.7 M floats in ~8 ms. The blend as four weight products (``v00 w00 +
-v01 w01 + ...``, two fewer crop-sized ops) measured ~5 % faster, within the machine's noise, and changes the float32
-rounding (3e-5 on 0..255): not taken. The tables are the fixed cost of a call: one ``Pad`` and three ``Slice`` s of the
-flat table took ~6 ms, four ``Pad`` s ~4.5 ms with an appended zero frame for invalid frame indices, ~2.5 ms without it
-(invalid frame indices read zero rows of frame 0 instead).
-
-Speed (``python benchmarks/bench_topdown_crop.py``, one run, medians in ms; one 480x640 float32 frame; ORT, OpenCV
-and torch with 2 threads; AMD EPYC, 2 cores shared, load average 2.7-3.1 during the run):
-
-    crop     boxes  ORT inline  ORT function  cv2.warpAffine loop  torch eager  torch eager, 1 thread
-    256x192      1        4.26          4.38                 0.35        84.7                    3.10
-    256x192      8        19.4          19.4                 2.26       116.0                    19.4
-    256x192     32        73.8          75.9                 9.75       260.8                   189.5
-    64x48        1        1.80          1.87                 0.03        16.0                    1.74
-    64x48        8        3.39          3.40                 0.19        96.0                    2.95
-    64x48       32        7.12          6.87                 1.13        96.0                    4.87
-
-ORT takes 6-8x OpenCV's per-box loop at 32 boxes, 9-18x at 8 and 12-70x at one box, where the padded tables (~2 ms)
-and the graph's ~60 small nodes dominate. torch eager with 2 threads loses up to ~90 ms per call to OpenMP
-barriers on this loaded machine (each of its ops waits for a descheduled thread); the 1-thread row is the
-reference's own cost.
+The measurements behind these choices (the earlier four padded tables, the pad-free bodies, ``GridSample``,
+``RoiAlign``, ``If``; speed against OpenCV) are in docs/spec.md, topdown_crop, and docs/benchmarks.md (issue 14).
+ORT CPU runs the body as ~20 crop-sized passes: per crop it is 9-50x slower than ``cv2.warpAffine``
+(``python benchmarks/bench_topdown_crop.py``).
 
 Alternatives measured against (tests/ops/test_topdown_crop.py, ``test_onnx_alternatives``):
 
