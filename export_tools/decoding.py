@@ -39,12 +39,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from custom_ops.ops._common import BOX_FORMATS  # the ops' box formats (--boxes choices)
 from export_tools.errors import UsageError
 
 HEATMAP_REFINES = ("none", "quarter", "dark", "dark_udp")
 SIMCC_REFINES = ("none", "dark")
 DECODE_CHOICES = (*(f"heatmap:{r}" for r in HEATMAP_REFINES), "simcc", "simcc:dark")
-BOX_FORMATS = ("xyxy", "xywh", "cs")
 OUTPUT_NAMES = ("keypoints", "scores")
 
 

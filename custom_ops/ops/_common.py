@@ -6,7 +6,9 @@
 - the softmax temperature convention (``spatial_softmax2d``, ``spatial_soft_argmax2d``);
 - the coordinate attributes and the expectation over a flat map (``spatial_expectation2d``,
   ``spatial_soft_argmax2d``, the renderers);
-- the bad-input suite for logits ``(B, N, H, W)`` (docs/spec.md, "Bad input").
+- the bad-input suite for logits ``(B, N, H, W)`` (docs/spec.md, "Bad input");
+- the box formats and their attribute codes (``heatmap_to_image``, ``topdown_crop``), DARK's blur sigma
+  (``decode_heatmaps``, ``decode_simcc``) and SimCC's ``split_ratio`` check (``decode_simcc``, ``simcc_targets``).
 """
 
 from __future__ import annotations
@@ -25,8 +27,28 @@ from custom_ops.registry import OnnxAttribute
 
 # --- ONNX element types (onnx.TensorProto.<NAME>) ---------------------------------------------------------
 FLOAT = 1
+INT64 = 7
 BOOL = 9
-ONNX_TYPES = {"FLOAT": FLOAT, "BOOL": BOOL}  # the ones op bodies use
+ONNX_TYPES = {"FLOAT": FLOAT, "INT64": INT64, "BOOL": BOOL}  # the ones op bodies use
+
+# --- boxes (heatmap_to_image, topdown_crop; export_tools.decoding's --boxes) ---------------------------------
+BOX_FORMATS = ("xywh", "xyxy", "cs")  # index = the ONNX attribute code
+
+
+def box_format_code(box_format: str) -> int:
+    """Validates ``box_format``; its ONNX attribute value (0 xywh, 1 xyxy, 2 cs)."""
+    if box_format not in BOX_FORMATS:
+        raise ValueError(
+            f"box_format must be 'xyxy' (x0, y0, x1, y1), 'xywh' (x0, y0, w, h) or 'cs' (centre x, centre y, "
+            f"width, height in pixels: mmpose's bbox_center/bbox_scale); got {box_format!r}"
+        )
+    return BOX_FORMATS.index(box_format)
+
+
+# --- DARK's blur (decode_heatmaps, decode_simcc) -------------------------------------------------------------
+def blur_sigma(kernel: int) -> float:
+    """OpenCV's sigma for a Gaussian kernel size: ``0.3 * ((k - 1) / 2 - 1) + 0.8`` (2.0 for k = 11)."""
+    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
 
 
 # --- argument validation -----------------------------------------------------------------------------------
@@ -52,6 +74,17 @@ def positive_scalar(value: Any, arg: str) -> Tensor | float:
     if not (value > 0 and value != float("inf")):
         raise ValueError(f"{arg} must be finite and > 0; got {value!r}")
     return float(value)
+
+
+def check_split_ratio(split_ratio: Any) -> float:
+    """SimCC's ``split_ratio`` (bins per input pixel): a static node attribute, so a finite Python number > 0."""
+    if isinstance(split_ratio, Tensor):
+        raise ValueError(f"split_ratio must be a Python number (a static node attribute); got a tensor {split_ratio}")
+    if isinstance(split_ratio, bool) or not isinstance(split_ratio, (int, float)):
+        raise ValueError(f"split_ratio must be a finite number > 0 (2.0 for RTMPose); got {split_ratio!r}")
+    if not (0 < split_ratio < float("inf")):
+        raise ValueError(f"split_ratio must be a finite number > 0 (2.0 for RTMPose); got {split_ratio!r}")
+    return float(split_ratio)
 
 
 def as_sequence(value: Sequence[int], arg: str, length: int) -> tuple[int, ...]:

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, compute_dtype, is_exporting, tracing, validate_tensor
+from custom_ops.ops._common import FLOAT, blur_sigma, compute_dtype, is_exporting, tracing, validate_tensor
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 _NEG_INF = float("-inf")
@@ -109,11 +109,6 @@ def check_low_scores(low_score_threshold: float | None, low_score_marker: float)
             f"writes -1.0); got {low_score_marker!r}"
         )
     return threshold, float(low_score_marker)
-
-
-def blur_sigma(blur_kernel: int) -> float:
-    """OpenCV's sigma for a kernel size: ``0.3 * ((k - 1) / 2 - 1) + 0.8`` (2.0 for k = 11)."""
-    return 0.3 * ((blur_kernel - 1) * 0.5 - 1) + 0.8
 
 
 def gaussian_kernel(blur_kernel: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32):

@@ -77,7 +77,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, compute_dtype, is_exporting, validate_tensor
+from custom_ops.ops._common import (
+    FLOAT,
+    blur_sigma,
+    check_split_ratio,
+    compute_dtype,
+    is_exporting,
+    validate_tensor,
+)
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 _NEG_INF = float("-inf")
@@ -109,13 +116,6 @@ def score_code(score_mode: str) -> int:
     return SCORE_MODES.index(score_mode)
 
 
-def check_split_ratio(split_ratio: float) -> float:
-    """``split_ratio`` (SimCC bins per input pixel) must be a finite number > 0."""
-    if isinstance(split_ratio, bool) or not isinstance(split_ratio, (int, float)) or not (0 < split_ratio < math.inf):
-        raise ValueError(f"split_ratio must be a finite number > 0 (2.0 for RTMPose); got {split_ratio!r}")
-    return float(split_ratio)
-
-
 def _one_sigma(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= MAX_SIGMA):
         raise ValueError(
@@ -142,11 +142,6 @@ def blur_kernels(sigma: float | Sequence[float]) -> tuple[int, int]:
         _one_sigma(sigma)  # raises, naming sigma
         raise AssertionError  # pragma: no cover
     return kernel_size(sx), kernel_size(sy)
-
-
-def blur_sigma(kernel: int) -> float:
-    """OpenCV's sigma for a kernel size: ``0.3 * ((k - 1) / 2 - 1) + 0.8`` (4.7 for k = 29)."""
-    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
 
 
 # --- reference ---------------------------------------------------------------------------------------------

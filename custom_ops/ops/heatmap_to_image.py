@@ -46,21 +46,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, as_sequence, compute_dtype, is_exporting, validate_tensor
+from custom_ops.ops._common import (
+    FLOAT,
+    as_sequence,
+    box_format_code,
+    compute_dtype,
+    is_exporting,
+    validate_tensor,
+)
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
-BOX_FORMATS = ("xywh", "xyxy", "cs")
 SCALE_MODES = ("msra", "udp")
-
-
-def box_format_code(box_format: str) -> int:
-    """Validates ``box_format``; its ONNX attribute value (0 xywh, 1 xyxy, 2 cs)."""
-    if box_format not in BOX_FORMATS:
-        raise ValueError(
-            f"box_format must be 'xywh' (x0, y0, w, h), 'xyxy' (x0, y0, x1, y1) or 'cs' (centre x, centre y, "
-            f"scale w, scale h in pixels, mmpose's bbox_center/bbox_scale); got {box_format!r}"
-        )
-    return BOX_FORMATS.index(box_format)
 
 
 def scale_mode_code(scale_mode: str) -> int:

@@ -68,6 +68,7 @@ from custom_ops.ops._common import (
     BOOL,
     FLOAT,
     as_sequence,
+    check_split_ratio,
     compute_dtype,
     is_exporting,
     positive_scalar,
@@ -257,12 +258,6 @@ def _check_inputs(keypoints: Tensor, visibility: Tensor | None) -> None:
             )
 
 
-def _check_split_ratio(split_ratio: float) -> float:
-    if isinstance(split_ratio, Tensor):
-        raise ValueError(f"split_ratio must be a Python number (a static node attribute); got a tensor {split_ratio}")
-    return float(positive_scalar(split_ratio, "split_ratio"))
-
-
 def simcc_targets(
     keypoints: Tensor,
     input_size: tuple[int, int],
@@ -292,7 +287,7 @@ def simcc_targets(
     _check_inputs(keypoints, visibility)
     sigma = _check_sigma(sigma)
     size = list(as_sequence(input_size, "input_size (W, H)", 2))
-    ratio = _check_split_ratio(split_ratio)
+    ratio = check_split_ratio(split_ratio)
     label_lengths(size, ratio)  # validates before any work
     if is_exporting():
         if isinstance(sigma, Tensor):

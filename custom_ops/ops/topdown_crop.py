@@ -97,23 +97,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, is_exporting, tracing
+from custom_ops.ops._common import FLOAT, INT64, box_format_code, is_exporting, tracing
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
-INT64 = 7  # onnx.TensorProto.INT64 (tests/ops/test_topdown_crop.py keeps it equal)
-BOX_FORMATS = ("xywh", "xyxy", "cs")  # the ONNX attribute codes of heatmap_to_image: 0, 1, 2
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
 INDEX_DTYPES = (torch.int64, torch.int32)
-
-
-def box_format_code(box_format: str) -> int:
-    """Validates ``box_format``; its ONNX attribute value (0 xywh, 1 xyxy, 2 cs)."""
-    if box_format not in BOX_FORMATS:
-        raise ValueError(
-            f"box_format must be 'xyxy' (x0, y0, x1, y1), 'xywh' (x0, y0, w, h) or 'cs' (centre x, centre y, "
-            f"width, height in pixels, mmpose's bbox_center/bbox_scale); got {box_format!r}"
-        )
-    return BOX_FORMATS.index(box_format)
 
 
 def check_input_size(input_size: Sequence[int], udp: bool) -> list[int]:
