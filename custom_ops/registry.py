@@ -77,6 +77,9 @@ class Sample:
     kwargs: dict = field(default_factory=dict)
     #: dims made dynamic in the export, per tensor argument (``None``: static)
     dynamic: tuple | None = None
+    #: ``(shapes) -> args``: tensor arguments of these shapes, for the generic tests' runs at other sizes of a
+    #: dynamic sample (``None``: random values like the sample's; decoders that need peaks say how to make them)
+    make_inputs: Callable[[list[tuple[int, ...]]], tuple] | None = None
 
 
 @dataclass(frozen=True)

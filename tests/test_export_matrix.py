@@ -43,15 +43,18 @@ def _traced(op: str, sample_index: int, trace_opset: int) -> tuple[OpModel, onnx
     return model, raw
 
 
-def _resized(inputs: tuple[torch.Tensor, ...], dynamic: tuple) -> list[tuple[torch.Tensor, ...]]:
-    """Inputs whose dynamic dims differ from the export size (bigger and smaller), with similar values."""
+def _resized(inputs: tuple[torch.Tensor, ...], dynamic: tuple, make=None) -> list[tuple[torch.Tensor, ...]]:
+    """Inputs whose dynamic dims differ from the export size (bigger and smaller), with similar values: the
+    sample's ``make_inputs`` when it has one, else random values with the sample's mean and spread."""
     variants = []
     for delta in (3, -1):
+        shapes = [[max(1, n + delta) if d in (dims or {}) else n for d, n in enumerate(t.shape)]
+                  for t, dims in zip(inputs, dynamic)]  # fmt: skip
+        if make is not None:
+            variants.append(tuple(make([tuple(s) for s in shapes])))
+            continue
         out = []
-        for tensor, dims in zip(inputs, dynamic):
-            shape = list(tensor.shape)
-            for d in dims or {}:
-                shape[d] = max(1, shape[d] + delta)
+        for tensor, shape in zip(inputs, shapes):
             finite = tensor[torch.isfinite(tensor)]  # samples may hold NaN/inf on purpose
             fresh = torch.randn(*shape, dtype=tensor.dtype) * finite.std() + finite.mean()
             out.append(fresh.abs() if (finite >= 0).all() else fresh)
@@ -83,7 +86,7 @@ def test_ort_cpu_matches_pytorch(spec, sample, emit, opset):
         assert DOMAIN not in {o.domain for o in proto.opset_import}
 
     session = ort_session(proto)
-    runs = [inputs] + (_resized(inputs, sample.dynamic) if sample.dynamic else [])
+    runs = [inputs] + (_resized(inputs, sample.dynamic, sample.make_inputs) if sample.dynamic else [])
     rtol, atol = spec.tolerances[torch.float32]  # all <= 1e-5 (issue 2: fp32 within 1e-5)
     for feed in runs:
         expected = model(*feed)

@@ -53,7 +53,7 @@ def _export(model: OpModel, sample, dynamo: bool) -> onnx.ModelProto:
 def _assert_same(model: OpModel, sample, outputs_of, rtol: float, atol: float) -> None:
     """``outputs_of(inputs)`` equals eager PyTorch at the export size and at bigger and smaller ones."""
     inputs = model.example_inputs()
-    for feed in [inputs, *_resized(inputs, sample.dynamic)]:
+    for feed in [inputs, *_resized(inputs, sample.dynamic, sample.make_inputs)]:
         expected = model(*feed)
         expected = expected if isinstance(expected, tuple) else (expected,)
         actual = outputs_of(feed)

@@ -593,11 +593,15 @@ def samples() -> list[Sample]:
         Sample("quarter_dynamic", (x,), {"refine": "quarter"}, dynamic=dyn),
         Sample("none_dynamic", (x,), dynamic=dyn),
         Sample("dark_k5", (_peaks(1, 3, (9, 13), 1.0, seed=7),), {"refine": "dark", "blur_kernel": 5}),
-        # static: the generic tests feed a dynamic sample noise at other sizes, where dark_udp (no clamp and no
-        # definiteness test, as mmpose) divides by near-singular Hessians and steps up to ~100 px, amplifying the
-        # blur's float32 rounding past any tolerance. Its dynamic sizes are tested on peaks in
-        # tests/ops/test_decode_heatmaps.py::test_dynamic_sizes_through_one_export.
-        Sample("dark_udp", (x,), {"refine": "dark_udp"}),
+        # peaks at other sizes too: on noise dark_udp (no clamp and no definiteness test, as mmpose) divides by
+        # near-singular Hessians and steps up to ~100 px, amplifying the blur's float32 rounding past any tolerance
+        Sample(
+            "dark_udp",
+            (x,),
+            {"refine": "dark_udp"},
+            dynamic=dyn,
+            make_inputs=lambda shapes: (_peaks(shapes[0][0], shapes[0][1], shapes[0][2:], 2.0, seed=13),),
+        ),
         Sample(
             "low_scores_marked", (low,), {"refine": "quarter", "low_score_threshold": 0.0, "low_score_marker": -1.0}
         ),
