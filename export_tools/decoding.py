@@ -113,7 +113,8 @@ class PoseDecoder(nn.Module):
         crop: crop the frames in the graph (needs ``boxes``). padding: mmpose's box padding (crop only).
         batch_index: the file takes ``batch_index (N,)``; without it every box is on frame 0.
         mean, std: per-channel normalisation of the crops (crop only).
-        channels_last: the frames are ``(B, H, W, C)`` (crop only).
+        channels_last: the frames are ``(B, H, W, C)`` (crop only). uint8 frames: the crops are cast to the
+            network's dtype (its parameters', else the boxes'), so ``--dtype fp16`` runs the network in half.
     """
 
     def __init__(
@@ -193,6 +194,13 @@ class PoseDecoder(nn.Module):
             return keypoints * keypoints.new_tensor([w / span[0], h / span[1]])
         return custom_ops.heatmap_to_image(keypoints, boxes, size, box_format=box_format, scale_mode=mode)
 
+    def _network_dtype(self, boxes: Tensor) -> torch.dtype:
+        """The network's float dtype (its parameters'; without any, the boxes': both follow ``--dtype``)."""
+        for p in self.net.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return boxes.dtype
+
     def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
         import custom_ops
 
@@ -203,6 +211,8 @@ class PoseDecoder(nn.Module):
                 frames, boxes, index, input_size=self.input_size, padding=self.padding, box_format=self.boxes,
                 udp=self.udp, mean=self.mean, std=self.std, channels_last=self.channels_last,
             )  # fmt: skip
+            if not frames.is_floating_point():  # uint8 frames give float32 crops: feed the network its own dtype
+                crops = crops.to(self._network_dtype(boxes))
             keypoints, scores, where = self._decode(self.net(crops))
             return self._to_pixels(keypoints, where, centre_scale, "cs"), scores
         if self.boxes is not None:

@@ -56,8 +56,25 @@ NETS = textwrap.dedent(
             return images[:, :2, :4, 0], images[:, :2, :4, 1], images[:, :2, :4, 2]
 
 
+    class Fixed(nn.Module):
+        """Only (N, 3, 64, 48): a Linear on the flattened crop, SimCC out."""
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(3 * 64 * 48, 2 * 96 + 2 * 128)
+
+        def forward(self, images):
+            out = self.fc(images.flatten(1))
+            return out[:, :192].reshape(-1, 2, 96), out[:, 192:].reshape(-1, 2, 128)
+
+
     def heatmaps():
         return Heatmaps().eval()
+
+
+    def fixed():
+        return Fixed()
 
 
     def stripes():
@@ -220,6 +237,33 @@ def test_crop_of_frames_as_opencv_decodes_them(nets, tmp_path):
         np.testing.assert_array_equal(got["scores"], want["scores"])
 
 
+def test_fp16_decode_export_checks_and_stays_near_fp32(nets, tmp_path):
+    """``--dtype fp16`` with ``--decode --crop``: the half file passes its own ``--check`` (float16 frames; and
+    uint8 frames, which stay uint8) and lands within a crop pixel of the float32 file on the same frame."""
+    files = {}
+    for name, flags in (("fp32", []), ("fp16", ["--dtype", "fp16"]),
+                        ("fp16-uint8", ["--dtype", "fp16", "--channels-last", "--frames-dtype", "uint8"])):  # fmt: skip
+        out = tmp_path / f"{name}.onnx"
+        done = kpx("export", f"{nets}:stripes", "--input", "images:2x3x64x48", "--decode", "simcc", "--crop", "48x64",
+                   "--boxes", "xyxy", *flags, "-o", str(out), "--check", cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        files[name] = out
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 60, (3, 240, 320)).astype(np.float32)
+    boxes = np.array([[30, 40, 90, 160], [150, 20, 230, 120]], np.float32)
+    for x, y in ((60, 100), (190, 70)):
+        frame[:, :, x] += 180.0
+        frame[:, y, :] += 180.0
+    want = run_file(files["fp32"], frames=frame[None], boxes=boxes)["keypoints"]
+    half = run_file(files["fp16"], frames=frame[None].astype(np.float16), boxes=boxes.astype(np.float16))
+    hwc = np.ascontiguousarray(frame.transpose(1, 2, 0)).astype(np.uint8)[None]
+    half_u8 = run_file(files["fp16-uint8"], frames=hwc, boxes=boxes.astype(np.float16))
+    assert half["keypoints"].dtype == np.float16 and half_u8["keypoints"].dtype == np.float16
+    # one crop pixel here is <= 125 * 1.25 / 48 = 3.3 frame px; float16 keypoints near 200 px hold 0.125 px
+    np.testing.assert_allclose(half["keypoints"].astype(np.float32), want, atol=0.25)
+    np.testing.assert_allclose(half_u8["keypoints"].astype(np.float32), want, atol=0.25)
+
+
 def test_python_api_is_the_same_module_both_emit_modes(nets, tmp_path):
     """``PoseDecoder`` + ``export_tools.export``: the Python form of the CLI, in both emit modes."""
     from export_tools import export
@@ -260,6 +304,7 @@ BAD = [
     (["--decode", "simcc", "--frames-dtype", "uint8"], "stripes", "--frames-dtype uint8 is for --crop exports"),
     (["--channels-last"], "stripes", "configure --decode"),
     (["--decode", "simcc:fast"], "stripes", "invalid choice"),
+    (["--decode", "simcc", "--crop", "32x32", "--boxes", "xyxy"], "fixed", "the model fails on crops of that size"),
 ]
 
 
