@@ -350,7 +350,10 @@ def build_function(kpx, op):
         ok = op.And(op.Equal(p - p, 0.0), op.And(mu - radius < nf, mu + radius + 1.0 >= 0.0))
         ok = op.And(ok, s_ok)  # (B, K, 2)
         valid = op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1]))
-        valid = op.And(valid, op.Unsqueeze(op.Cast(visibility, to=FLOAT) >= 0.5, [-1]))  # (B, K, 1)
+        vis = op.Cast(visibility, to=FLOAT)
+        # NaN is not visible; the IsNaN guard because OpenVINO 2026.4's CPU plugin on AVX-512 says NaN >= 0.5
+        visible = op.And(vis >= 0.5, op.Not(op.IsNaN(vis)))
+        valid = op.And(valid, op.Unsqueeze(visible, [-1]))  # (B, K, 1)
         zero = op.Constant(value_float=0.0)
         centre = op.Where(valid, op.Where(op.Cast(subpixel, to=BOOL), p, mu), zero)  # finite stand-ins
         scale = op.Min(op.Reciprocal(s * 1.4142135), op.Constant(value_float=3.4028235e38))  # 1 / (sigma sqrt 2)

@@ -212,7 +212,13 @@ class IsolatedRunner(Runner):
         if reply[0] == "timeout":
             limit = START_TIMEOUT if phase == "start" else self.timeout
             raise RunFailedError(self.name, phase, f"timed out after {limit:g} s", self.version, detail)
-        raise RunFailedError(self.name, phase, _describe_death(reply[1]), self.version, detail)
+        death = _describe_death(reply[1])
+        if self.memory_limit_mb and any(word in detail.lower() for word in _MEMORY_WORDS):
+            # the limit hit outside Python: e.g. glibc's "cannot allocate memory for thread-local data" and
+            # _exit(127) when a runtime starts a thread (seen with ORT 1.32 on an Intel Xeon)
+            limit = f"ran out of memory (limit {self.memory_limit_mb:g} MiB)"
+            raise RunFailedError(self.name, phase, limit, self.version, f"{death}: {detail}")
+        raise RunFailedError(self.name, phase, death, self.version, detail)
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         return list(self._call(("run", self._id, [np.ascontiguousarray(f) for f in feeds]), "run")[1])
