@@ -80,9 +80,8 @@ def check_split_ratio(split_ratio: Any) -> float:
     """SimCC's ``split_ratio`` (bins per input pixel): a static node attribute, so a finite Python number > 0."""
     if isinstance(split_ratio, Tensor):
         raise ValueError(f"split_ratio must be a Python number (a static node attribute); got a tensor {split_ratio}")
-    if isinstance(split_ratio, bool) or not isinstance(split_ratio, (int, float)):
-        raise ValueError(f"split_ratio must be a finite number > 0 (2.0 for RTMPose); got {split_ratio!r}")
-    if not (0 < split_ratio < float("inf")):
+    number = not isinstance(split_ratio, bool) and isinstance(split_ratio, (int, float))
+    if not (number and 0 < split_ratio < float("inf")):
         raise ValueError(f"split_ratio must be a finite number > 0 (2.0 for RTMPose); got {split_ratio!r}")
     return float(split_ratio)
 
