@@ -69,8 +69,8 @@ its output so that no crop-sized tensor is broadcast over an inner axis of ``C``
   one-value ``Add`` each); four ``GatherElements`` on the one table, each cast to float32 (a uint8 frame is read
   one byte per value);
 - the blend in ``(N, C, h, w)`` with ``wx`` and ``wy`` expanded to ``(N, 1, h, w)`` planes (ORT CPU broadcasts a
-  plane over ``C`` in long runs, a ``(N, 1, 1, w)`` row in runs of ``w``: ~5% of the crop's time), the reference's float32
-  expression op for op (``top = v00 (1 - wx) + v01 wx``, ``bottom`` alike, ``top (1 - wy) + bottom wy``): ORT's
+  plane over ``C`` in long runs, a ``(N, 1, 1, w)`` row in runs of ``w``: ~5% of the crop's time), the reference's
+  float32 expression op for op (``top = v00 (1 - wx) + v01 wx``, ``bottom`` alike, ``top (1 - wy) + bottom wy``): ORT's
   crops equal the reference's and a bounds-checked float32 bilinear bit for bit (tests/ops/test_topdown_crop.py);
 - the aspect fix's ``sw > sh * a`` is and-ed with "neither size is NaN": OpenVINO 2026.4's CPU plugin on an
   AVX-512 CPU evaluates ``Greater(NaN, x)`` as true (measured), IEEE and the reference as false.
