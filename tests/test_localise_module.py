@@ -215,3 +215,20 @@ def test_nodes_written_by_the_opset_lowering_keep_their_origin():
         origins = node_origins(proto)
         pad = [n for n in proto.graph.node if n.op_type == "Pad"]
         assert pad and all("pkg.torch.onnx.name_scopes" in origins.get(n.name, {}) for n in pad), opset
+
+
+def test_a_failure_that_is_only_rounding_is_called_rounding_not_agreement():
+    """A verdict tighter than rounding (``tolerances=(0, 0)`` on float32) fails on an export that is faithful: the
+    localiser finds no module that departs, and its line says that the failure is rounding spread over the graph
+    (it used to say only that everything agrees, beside a FAIL)."""
+    model = make_head(act=torch.nn.ReLU())
+    x = features(batch=32)
+    proto = to_onnx(model, (x,), dynamic_shapes=({0: "B"},))
+    name = proto.graph.output[0].name
+    report = check_parity(model, (x,), model=proto, resized=False, tolerances={name: (0.0, 0.0)})
+    failed = [case for case in report.cases if not case.passed]
+    assert failed, "ORT and PyTorch agreed bit for bit: nothing to explain"
+    where = failed[0].where
+    assert where is not None and where.status == "outputs agree", str(where)
+    assert "rounding spread over the graph" in str(where) and "--rtol/--atol" in str(where)
+    assert "rounding spread over the graph" in report.table()

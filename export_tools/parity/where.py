@@ -77,7 +77,8 @@ class ModuleDivergence:
 
     ``status``: ``"module"`` (a module's output departs: the fields describe it), ``"glue"`` (every module agrees
     but an output does not: ``nodes`` are the ONNX nodes traced directly in a ``forward``), ``"outputs agree"``
-    (nothing departs on this runtime at these tolerances) or ``"unmapped"`` (the file carries no scope metadata).
+    (nothing departs on this runtime at these tolerances, which are looser than the verdict's: a failed case
+    with this status failed on rounding spread over the graph) or ``"unmapped"`` (the file carries no scope metadata).
     """
 
     status: str
@@ -109,7 +110,12 @@ class ModuleDivergence:
         if self.status == "unmapped":
             return f"where: {self.note}"
         if self.status == "outputs agree":
-            return f"where: all {self.compared} module outputs and the graph outputs agree with PyTorch ({self.note})"
+            return (
+                f"where: no module departs: all {self.compared} module outputs and the graph outputs are within "
+                f"the localisation tolerances of PyTorch ({self.note}), which are looser than the verdict's: a "
+                f"failed verdict with this line is rounding spread over the graph, not one module's departure; "
+                f"if that is acceptable, judge with --rtol/--atol (tolerances=)"
+            )
         nodes = ", ".join(f"{n} ({t})" for n, t in list(zip(self.nodes, self.op_types))[:6])
         more = f" and {len(self.nodes) - 6} more" if len(self.nodes) > 6 else ""
         if self.status == "glue":
