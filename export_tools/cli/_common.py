@@ -103,8 +103,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     from export_tools.runtimes import help_text
 
     p.add_argument("--providers", default="cpu", help=f"comma-separated runtimes to check ({help_text()})")
-    p.add_argument("--atol", type=non_negative, help="absolute tolerance for every output (default: by dtype)")
-    p.add_argument("--rtol", type=non_negative, help="relative tolerance for every output (default: by dtype)")
+    p.add_argument("--atol", type=non_negative, help="absolute tolerance, every output (default: by dtype)")
+    p.add_argument("--rtol", type=non_negative, help="relative tolerance, every output (default: by dtype)")
     p.add_argument("--report", help="write the JSON parity report here (refused if it exists, unless --force)")
     from export_tools.runtimes.isolation import DEFAULT_TIMEOUT
     from export_tools.runtimes.ort import OPTIMIZATION_LEVELS
@@ -198,16 +198,22 @@ def write_report(report: Any, args: argparse.Namespace, log: Log) -> None:
     log.info(f"report written to {args.report}")
 
 
-def tolerances(args: argparse.Namespace, outputs: list[str]) -> dict[str, tuple[float, float]] | None:
-    """``--rtol``/``--atol`` for every output (the other one by dtype default), or ``None``: defaults."""
+def tolerances(args: argparse.Namespace, outputs) -> dict[str, tuple[float, float]] | None:
+    """``--rtol``/``--atol`` for every graph output (``onnx`` ``ValueInfoProto``s), the one not given by the
+    output's dtype default (a float16 output keeps its float16 ``atol`` when only ``--rtol`` is given), or
+    ``None``: defaults."""
     if args.rtol is None and args.atol is None:
         return None
-    from export_tools.parity.compare import DEFAULT_TOLERANCES
+    from onnx import helper
 
-    rtol, atol = DEFAULT_TOLERANCES["float32"]
-    rtol = args.rtol if args.rtol is not None else rtol
-    atol = args.atol if args.atol is not None else atol
-    return dict.fromkeys(outputs, (rtol, atol))
+    from export_tools.parity.compare import tolerance_for
+
+    out = {}
+    for output in outputs:
+        dtype = helper.tensor_dtype_to_np_dtype(output.type.tensor_type.elem_type or 1)
+        rtol, atol = tolerance_for(dtype)
+        out[output.name] = (args.rtol if args.rtol is not None else rtol, args.atol if args.atol is not None else atol)
+    return out
 
 
 def read_model(path: str) -> bytes:

@@ -145,10 +145,10 @@ def run(args: argparse.Namespace, log: Log) -> int:
           f"{nodes} kpx node(s))")  # fmt: skip
     if not args.check:
         return OK
-    names = [o.name for o in proto.graph.output]
+    judged = tolerances(args, proto.graph.output)
     try:  # an fp16 file is judged against the float32 model on the same (rounded) numbers
         report = check_parity(loaded.module, {"example": example}, runtimes=runtimes, model=proto,
-                              tolerances=tolerances(args, names), **parity_options(args, runtimes))  # fmt: skip
+                              tolerances=judged, **parity_options(args, runtimes))  # fmt: skip
     except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:
         raise UsageError(f"{out} was written, but cannot be checked there: {exc}") from None
     print(report.table())
