@@ -517,3 +517,18 @@ def test_check_parity_restores_the_modules_training_mode():
 def test_a_list_of_input_tuples_is_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"list of 2 input tuples; name the sets in a dict"):
         check_parity(_SOFT, [(_X,), (_X,)])
+
+
+def test_a_tolerance_pair_with_none_keeps_that_default():
+    """``tolerances={out: (rtol, None)}``: the given rtol, the output dtype's default atol (what ``--rtol`` alone
+    means on the CLI); a float16 output keeps its own default, not float32's."""
+    from export_tools.parity.compare import DEFAULT_TOLERANCES
+
+    for dtype, key in ((None, "float32"), (torch.float16, "float16")):
+        report = check_parity(_SOFT, (_X,), dtype=dtype, resized=False,
+                              tolerances={"spatial_soft_argmax2d": (0.25, None)})  # fmt: skip
+        (case,) = [c for c in report.cases if c.runtime == "ort-cpu"]
+        (out,) = case.outputs
+        assert (out.rtol, out.atol) == (0.25, DEFAULT_TOLERANCES[key][1]), (dtype, out)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        check_parity(_SOFT, (_X,), tolerances={"spatial_soft_argmax2d": (None, float("nan"))})

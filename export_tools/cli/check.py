@@ -54,13 +54,13 @@ def run(args: argparse.Namespace, log: Log) -> int:
         from export_tools.loading import load_model
 
         module = load_model(args.reference, args.weights).module
-    outputs = onnx.load_from_string(model).graph.output
+    names = [o.name for o in onnx.load_from_string(model).graph.output]
     against = f"PyTorch {args.reference}" if module is not None else "a float64 onnx.reference evaluation"
     log.info(f"checking {args.model} on {', '.join(runtimes)} against {against}")
     try:
         report = check_parity(module, {name: feeds for name, (feeds, _) in sets.items()}, runtimes=runtimes,
                               model=model, input_meta={name: meta for name, (_, meta) in sets.items()},
-                              tolerances=tolerances(args, outputs), resized=False,  # sets holds the resized one
+                              tolerances=tolerances(args, names), resized=False,  # sets holds the resized one
                               **parity_options(args, runtimes))  # fmt: skip
     except (LocalFunctionsUnsupportedError, ModelLoadError) as exc:  # the file, not the machine
         raise UsageError(str(exc)) from None

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
           f"{nodes} kpx node(s))")  # fmt: skip
     if not args.check:
         return OK
-    judged = tolerances(args, proto.graph.output)
+    judged = tolerances(args, [o.name for o in proto.graph.output])
     try:  # an fp16 file is judged against the float32 model on the same (rounded) numbers
         report = check_parity(loaded.module, {"example": example}, runtimes=runtimes, model=proto,
                               tolerances=judged, **parity_options(args, runtimes))  # fmt: skip

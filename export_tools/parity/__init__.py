@@ -78,7 +78,7 @@ def check_parity(
     opset: int = DEFAULT_OPSET,
     dynamic_shapes: Any = None,
     dtype: torch.dtype | str | None = None,
-    tolerances: Mapping[str, tuple[float, float]] | None = None,
+    tolerances: Mapping[str, tuple[float | None, float | None]] | None = None,
     model: bytes | str | os.PathLike | Any = None,
     localize: bool = True,
     input_meta: Mapping[str, Mapping[str, Any]] | None = None,
@@ -102,9 +102,9 @@ def check_parity(
             :class:`RunnerUnavailableError` naming the fix.
         emit, opset, dynamic_shapes: export options when ``module`` is exported here.
         dtype: export dtype (e.g. ``torch.float16``) when ``module`` is exported here.
-        tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs). Default:
-            the op's registry tolerances for a one-op model (``export_tools.models.OpModel``), else by
-            output dtype.
+        tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs); ``None``
+            for either keeps its default. Default: the op's registry tolerances for a one-op model
+            (``export_tools.models.OpModel``), else by output dtype.
         model: the ONNX model to judge instead of exporting: bytes, an ``onnx.ModelProto`` or a path.
         localize: on a mismatch, name the first node that departs from a float64 evaluation and, against a
             PyTorch module, the first module whose output departs from PyTorch's (``Case.where``).
@@ -348,22 +348,28 @@ def _load_model(model: Any):
 
 
 def _tolerance_rule(given: Any, names: list[str], module: Any):
-    """``(output_name, dtype) -> (rtol, atol)``: the caller's, else a one-op model's registry entry, else by dtype."""
+    """``(output_name, dtype) -> (rtol, atol)``: the caller's, else a one-op model's registry entry, else by dtype;
+    a ``None`` in the caller's pair takes that default."""
     spec = getattr(module, "spec", None)
     overrides = _checked_tolerances(given, names) if given is not None else {}
 
-    def rule(name: str, dtype: np.dtype) -> tuple[float, float]:
-        if name in overrides:
-            return overrides[name]
+    def default(dtype: np.dtype) -> tuple[float, float]:
         torch_dtype = getattr(torch, np.dtype(dtype).name, None)
         if spec is not None and torch_dtype in spec.tolerances:
             return spec.tolerances[torch_dtype]
         return tolerance_for(dtype)
 
+    def rule(name: str, dtype: np.dtype) -> tuple[float, float]:
+        rtol, atol = overrides.get(name, (None, None))
+        if rtol is None or atol is None:
+            base = default(dtype)
+            rtol, atol = base[0] if rtol is None else rtol, base[1] if atol is None else atol
+        return rtol, atol
+
     return rule
 
 
-def _checked_tolerances(given: Any, names: list[str]) -> dict[str, tuple[float, float]]:
+def _checked_tolerances(given: Any, names: list[str]) -> dict[str, tuple[float | None, float | None]]:
     if not isinstance(given, Mapping):
         raise TypeError(f"tolerances must be a dict {{output_name: (rtol, atol)}}; got {type(given).__name__}")
     unknown = sorted(set(given) - set(names))
@@ -372,11 +378,11 @@ def _checked_tolerances(given: Any, names: list[str]) -> dict[str, tuple[float, 
     out = {}
     for name, pair in given.items():
         try:
-            rtol, atol = (float(v) for v in pair)
+            rtol, atol = (None if v is None else float(v) for v in pair)
         except (TypeError, ValueError):
             raise ValueError(f"tolerances[{name!r}] must be (rtol, atol); got {pair!r}") from None
-        if not (rtol >= 0 and atol >= 0 and math.isfinite(rtol) and math.isfinite(atol)):
-            raise ValueError(f"tolerances[{name!r}] = {pair!r}: rtol and atol must be finite and >= 0")
+        if not all(v is None or (v >= 0 and math.isfinite(v)) for v in (rtol, atol)):
+            raise ValueError(f"tolerances[{name!r}] = {pair!r}: rtol and atol must be finite and >= 0 (or None)")
         out[name] = (rtol, atol)
     return out
 

@@ -30,6 +30,7 @@ import ast
 import contextlib
 import inspect
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -77,8 +78,9 @@ class ModuleDivergence:
 
     ``status``: ``"module"`` (a module's output departs: the fields describe it), ``"glue"`` (every module agrees
     but an output does not: ``nodes`` are the ONNX nodes traced directly in a ``forward``), ``"outputs agree"``
-    (nothing departs on this runtime at these tolerances, which are looser than the verdict's: a failed case
-    with this status failed on rounding spread over the graph) or ``"unmapped"`` (the file carries no scope metadata).
+    (nothing departs on this runtime at these tolerances: a failed case with this status failed on a difference
+    spread over the graph, typically rounding under a tighter verdict tolerance) or ``"unmapped"`` (the file
+    carries no scope metadata). A graph output whose shape differs from PyTorch's departs (a ``"glue"`` row).
     """
 
     status: str
@@ -112,9 +114,9 @@ class ModuleDivergence:
         if self.status == "outputs agree":
             return (
                 f"where: no module departs: all {self.compared} module outputs and the graph outputs are within "
-                f"the localisation tolerances of PyTorch ({self.note}), which are looser than the verdict's: a "
-                f"failed verdict with this line is rounding spread over the graph, not one module's departure; "
-                f"if that is acceptable, judge with --rtol/--atol (tolerances=)"
+                f"the localisation tolerances of PyTorch ({self.note}); a failed verdict with this line is a "
+                f"difference spread over the graph, typically rounding under a verdict tolerance tighter than "
+                f"these; if it is acceptable, judge with --rtol/--atol (tolerances=)"
             )
         nodes = ", ".join(f"{n} ({t})" for n, t in list(zip(self.nodes, self.op_types))[:6])
         more = f" and {len(self.nodes) - 6} more" if len(self.nodes) > 6 else ""
@@ -326,7 +328,9 @@ def _final_rows(module, feeds, names: list[str], actual: dict, table) -> list[Mo
     rows = []
     for name, expected in zip(names, outputs):
         got, exp = actual[name], expected.detach().cpu().numpy()
-        if got.shape != exp.shape:
+        if got.shape != exp.shape:  # the verdict fails it too: a departure, not rounding
+            rows.append(ModuleRow(f"output {name}", "(graph output, shape)", name, str(got.dtype), math.inf, math.inf,
+                                  False))  # fmt: skip
             continue
         stats = _compare(name, exp, got, table)
         same = stats.nan_pattern_equal and stats.inf_pattern_equal
