@@ -232,3 +232,20 @@ def test_a_failure_that_is_only_rounding_is_called_rounding_not_agreement():
     assert where is not None and where.status == "outputs agree", str(where)
     assert "spread over the graph, typically rounding" in str(where) and "--rtol/--atol" in str(where)
     assert "spread over the graph, typically rounding" in report.table()
+
+
+def test_a_graph_output_of_another_shape_departs_it_is_not_called_rounding():
+    """A file whose output has another shape than PyTorch's (a ``Flatten`` appended): the verdict fails on the shape,
+    and the localiser names that output as departing instead of calling the failure rounding."""
+    model = make_head(act=torch.nn.ReLU())
+    x = features(batch=2)
+    proto = to_onnx(model, (x,))
+    out = proto.graph.output[0]
+    flat = onnx.helper.make_node("Flatten", [out.name], ["flat"], axis=1, name="appended_flatten")
+    proto.graph.node.append(flat)
+    proto.graph.output.remove(out)
+    proto.graph.output.append(onnx.helper.make_tensor_value_info("flat", onnx.TensorProto.FLOAT, None))
+    feeds = [x.numpy()]
+    where = first_departing_module(model, proto.SerializeToString(), feeds, feeds)
+    assert where.status == "glue" and where.value == "flat", str(where)
+    assert "rounding" not in str(where)
