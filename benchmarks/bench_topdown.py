@@ -1,6 +1,7 @@
 """Frames in, keypoints out: one kpx file vs the same pipeline written the usual way, on ONNX Runtime CPU.
 
-Run: ``python benchmarks/bench_topdown.py [--repeats 30] [--threads 2] [--weights rtmpose.pt] [--float-frames]``.
+Run: ``python benchmarks/bench_topdown.py [--repeats 30] [--threads 2] [--weights rtmpose.pt] [--float-frames]
+[--spinning]``.
 
 The model is examples/rtmpose.py's RTMPose-style network (48x64 crops, SimCC split 2; untrained weights unless
 ``--weights``: the timing does not depend on them). Both pipelines take the same frame, one 480x640 BGR frame as
@@ -24,6 +25,9 @@ Both sessions: ORT CPU, ``--threads`` intra-op threads, the same network weights
 machine the idle session's spinning worker takes a core from the running one (measured with spinning on, 32 boxes:
 both pipelines ~2x slower, the usual one 8.8 ms instead of 4.6). Each row interleaves the two pipelines
 (A B A B ...) after a warm-up and prints the medians and the ratio usual / one file (> 1: the one file is faster).
+``--spinning``: ORT's default instead (``allow_spinning`` on), with one session alive at a time so that no idle
+pool competes: per row, 3 rounds, each timing ``--repeats`` runs of one pipeline in a fresh session and then the
+next; medians of the round medians.
 The outputs are compared once per row: OpenCV's uint8 warp rounds each crop pixel to an integer (its fixed-point
 bilinear), the file interpolates in float32, so on uint8 frames the keypoints can differ by a SimCC bin or more
 where two bins are close; with ``--float-frames`` both interpolate in float and agree to ~1e-4 px.
@@ -32,6 +36,7 @@ where two bins are close; with ``--float-frames`` both interpolate in float and 
 from __future__ import annotations
 
 import argparse
+import gc
 import runpy
 import statistics
 import sys
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boxes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--weights", help="a state_dict of the example's network (default: untrained weights)")
     parser.add_argument("--float-frames", action="store_true", help="float32 frames instead of uint8")
+    parser.add_argument("--spinning", action="store_true", help="ORT's default spinning, one session at a time")
     args = parser.parse_args(argv)
     import cv2
     import onnxruntime as ort
@@ -119,16 +125,34 @@ def main(argv: list[str] | None = None) -> int:
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see the module docstring
+        spinning = "1" if args.spinning else "0"  # see the module docstring
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     net_session, file_session = session(network), session(one_file)
     tool = rtmlib_tool(network, size, net_session)
+
+    def reopen(name: str) -> None:
+        """A fresh session for pipeline ``name`` (``--spinning``: the others' are closed, one pool at a time)."""
+        nonlocal net_session, file_session
+        net_session = file_session = None
+        if tool is not None:
+            tool.session = None
+        gc.collect()
+        if name == "file":
+            file_session = session(one_file)
+        else:
+            net_session = session(network)
+            if tool is not None:
+                tool.session = net_session
+
     rng = np.random.default_rng(0)
     frame_hwc = np.ascontiguousarray(rng.uniform(0, 255, (*FRAME, 3)).astype(dtype))
+    mode = (f"spinning on, one session at a time, 3 rounds of {args.repeats} runs" if args.spinning
+            else f"spinning off, {args.repeats} interleaved runs per row")  # fmt: skip
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, opencv {cv2.__version__}; ORT CPU "
           f"{args.threads} threads; frame {FRAME[1]}x{FRAME[0]} {np.dtype(dtype).name} HWC, crops "
-          f"{size[0]}x{size[1]}; {args.repeats} interleaved runs per row, medians in ms; ratio > 1: the one file "
+          f"{size[0]}x{size[1]}; {mode}, medians in ms; ratio > 1: the one file "
           f"is faster; diff: max |keypoint difference| from the one file, frame px")  # fmt: skip
     if tool is None:
         print("rtmlib column skipped: `import rtmlib` failed (pip install --no-deps rtmlib==0.0.16 tqdm)")
@@ -137,28 +161,60 @@ def main(argv: list[str] | None = None) -> int:
     for count in args.boxes:
         low = rng.uniform([0, 0], [FRAME[1] - 120, FRAME[0] - 200], (count, 2))
         boxes = np.concatenate([low, low + rng.uniform([40, 80], [120, 200], (count, 2))], 1).astype(np.float32)
-        runs = {
+        runs = {  # the sessions are looked up at call time: --spinning reopens them
             "file": lambda boxes=boxes: file_session.run(None, {"frames": frame_hwc[None], "boxes": boxes}),
             "batched": lambda boxes=boxes: usual(net_session, frame_hwc, boxes, size, split),
         }
         if tool is not None:
             runs["rtmlib"] = lambda boxes=boxes: tool(frame_hwc, boxes)
-        out = {name: fn()[0] for name, fn in runs.items()}
-        diff = {name: float(np.abs(out["file"] - kp).max()) for name, kp in out.items()}
-        times = {name: [] for name in runs}
-        for _ in range(3):
-            for fn in runs.values():
-                fn()
-        for _ in range(args.repeats):
+        if args.spinning:
+            out = {}
             for name, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-        ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+                reopen(name)
+                out[name] = fn()[0]
+        else:
+            out = {name: fn()[0] for name, fn in runs.items()}
+        diff = {name: float(np.abs(out["file"] - kp).max()) for name, kp in out.items()}
+        if args.spinning:
+            ms = sequential_medians(runs, args.repeats, reopen)
+        else:
+            ms = interleaved_medians(runs, args.repeats)
         r, dr = ms.get("rtmlib", float("nan")), diff.get("rtmlib", float("nan"))
         print(f"{count:>5} {ms['file']:>9.2f} {ms['batched']:>8.2f} {r:>8.2f} {ms['batched'] / ms['file']:>13.2f} "
               f"{r / ms['file']:>12.2f} {diff['batched']:>13.2e} {dr:>12.2e}")  # fmt: skip
     return 0
+
+
+def interleaved_medians(runs: dict, repeats: int) -> dict[str, float]:
+    """ms per pipeline: A B A B ... after 3 warm-up rounds, medians."""
+    times = {name: [] for name in runs}
+    for _ in range(3):
+        for fn in runs.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def sequential_medians(runs: dict, repeats: int, reopen, rounds: int = 3) -> dict[str, float]:
+    """ms per pipeline: ``rounds`` rounds, each pipeline in turn in a fresh session (``reopen(name)``), 5
+    warm-up runs then ``repeats`` timed; the median of the round medians."""
+    medians = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            reopen(name)
+            for _ in range(5):
+                fn()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            medians[name].append(statistics.median(times) * 1e3)
+    return {name: statistics.median(m) for name, m in medians.items()}
 
 
 def rtmlib_tool(network, size: tuple[int, int], net_session):
