@@ -27,9 +27,10 @@ from custom_ops.registry import OnnxAttribute
 
 # --- ONNX element types (onnx.TensorProto.<NAME>) ---------------------------------------------------------
 FLOAT = 1
+INT32 = 6
 INT64 = 7
 BOOL = 9
-ONNX_TYPES = {"FLOAT": FLOAT, "INT64": INT64, "BOOL": BOOL}  # the ones op bodies use
+ONNX_TYPES = {"FLOAT": FLOAT, "INT32": INT32, "INT64": INT64, "BOOL": BOOL}  # the ones op bodies use
 
 # --- boxes (heatmap_to_image, topdown_crop; export_tools.decoding's --boxes) ---------------------------------
 BOX_FORMATS = ("xywh", "xyxy", "cs")  # index = the ONNX attribute code

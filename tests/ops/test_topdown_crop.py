@@ -324,6 +324,11 @@ FRAME_T = torch.zeros(2, 3, 20, 30)
 BOXES_T = torch.tensor([[1.0, 2.0, 10.0, 12.0]])
 
 
+def _huge(shape: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 frames tensor of ``shape`` that holds one byte (an expanded view): for the size checks."""
+    return torch.zeros((1,) * len(shape), dtype=torch.uint8).expand(shape)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -355,6 +360,10 @@ BOXES_T = torch.tensor([[1.0, 2.0, 10.0, 12.0]])
         ({"std": (1.0, 0.0, 3.0)}, "std must be finite and > 0"),
         ({"mean": (1.0, float("nan"), 3.0)}, "mean must be finite"),
         ({"mean": "abc"}, "mean must be a sequence of 3 floats"),
+        # over the int32 indices' 2^31 - 1 padded values (expanded views: no memory), both layouts
+        ({"images": _huge((1, 3, 27000, 27000))}, "images too large.*2147483647.*crop from a downscaled frame"),
+        ({"images": _huge((1, 27000, 27000, 3)), "channels_last": True}, "images too large.*2187486027"),
+        ({"images": _huge((400, 3, 1080, 1920))}, r"images too large.*400 frame\(s\).*at most 343 such frames"),
     ],
 )
 def test_bad_input_is_a_value_error_naming_the_argument(kwargs, match):
@@ -676,3 +685,70 @@ def test_uint8_nhwc_frames_on_openvino():
         rtol, atol = get_op("topdown_crop").tolerances[torch.float32]
         np.testing.assert_allclose(got[0], want[0].numpy(), rtol=rtol, atol=atol)
         np.testing.assert_allclose(got[1], want[1].numpy(), rtol=rtol, atol=atol)
+
+
+# --- the int32 index limit, at its size --------------------------------------------------------------------------
+
+
+def _available_gib() -> float:
+    try:
+        with open("/proc/meminfo") as info:
+            fields = dict(line.split(":", 1) for line in info)
+        return int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def _bilinear_at_sample_points(frame: np.ndarray, boxes: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """An independent float32 bilinear of one ``(H, W, C)`` uint8 frame at the reference's sample points: the
+    four neighbours bounds-checked one by one (0 outside), int64 indices, the reference's blend order."""
+    height, width = frame.shape[:2]
+    module = importlib.import_module("custom_ops.ops.topdown_crop")
+    _, origin, step = module._crop_geometry(boxes, list(size), 1.25, 1, 0)
+    out = []
+    for b in range(boxes.shape[0]):
+        xs = (origin[b, 0] + torch.arange(size[0], dtype=torch.float32) * step[b, 0]).numpy()
+        ys = (origin[b, 1] + torch.arange(size[1], dtype=torch.float32) * step[b, 1]).numpy()
+        x0, y0 = np.floor(xs), np.floor(ys)
+        wx, wy = (xs - x0)[None, :, None], (ys - y0)[:, None, None]
+        rows, cols = np.meshgrid(y0.astype(np.int64), x0.astype(np.int64), indexing="ij")
+
+        def read(r, c):
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            values = frame[r.clip(0, height - 1), c.clip(0, width - 1)].astype(np.float32)
+            return np.where(inside[..., None], values, np.float32(0))
+
+        one = np.float32(1)
+        top = read(rows, cols) * (one - wx) + read(rows, cols + 1) * wx
+        bottom = read(rows + 1, cols) * (one - wx) + read(rows + 1, cols + 1) * wx
+        out.append((top * (one - wy) + bottom * wy).transpose(2, 0, 1))
+    return np.stack(out)
+
+
+@pytest.mark.skipif(_available_gib() < 8, reason="needs ~5 GiB: two 2.1 GB frames and ORT's padded copy")
+def test_int32_indices_are_exact_up_to_the_limit_and_nan_past_it():
+    """The body's int32 indices at the frames they stop at: one uint8 frame whose zero-padded size is just under
+    2^31 - 1 values (crops at its far corner, the largest indices) equals an independent bilinear bit for bit;
+    one just over gives NaN crops, never crops read through wrapped indices (eagerly a ValueError)."""
+    size = (48, 64)
+    model = _Crop(input_size=size, channels_last=True)
+    sample = (torch.zeros(1, 40, 50, 3, dtype=torch.uint8), BOXES_T, torch.zeros(1, dtype=torch.int64))
+    dyn = ({0: "F", 1: "H", 2: "W"}, {0: "N"}, {0: "N"})
+    session = ort_session(finalize(trace(model, sample, opset=18, dynamic_shapes=dyn), opset=18, emit="function"))
+    rng = np.random.default_rng(0)
+    for side, fits in ((26700, True), (26760, False)):
+        assert (3 * (side + 3) ** 2 <= 2**31 - 1) == fits
+        frame = np.zeros((1, side, side, 3), np.uint8)
+        frame[:, -200:, -300:] = rng.integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)
+        # one box inside the textured corner, one across the frame's bottom-right edge
+        boxes = torch.tensor([[-280.0, -180.0, -150.0, -20.0], [-100.0, -90.0, 30.0, 40.0]]) + side
+        crops, _ = session.run(None, {"images": frame, "boxes": boxes.numpy(), "batch_index": np.zeros(2, np.int64)})
+        if fits:
+            want = _bilinear_at_sample_points(frame[0], boxes, size)
+            assert (want != 0).sum() > 10_000  # the crops read the texture
+            np.testing.assert_array_equal(crops, want)
+        else:
+            assert np.isnan(crops).all()
+            with pytest.raises(ValueError, match="images too large"):
+                topdown_crop(torch.from_numpy(frame), boxes, input_size=size, channels_last=True)
+        del frame, crops
