@@ -64,10 +64,14 @@ its output so that no crop-sized tensor is broadcast over an inner axis of ``C``
   ``H + 1`` of frame 0 everywhere (zeros; ``F = 0`` is padded to one zero frame);
 - one table: the frames in their own dtype and layout, ``Pad``-ded by 1 before and 2 after on H and W, flat;
   strides of frame, channel, row and column in it follow ``channels_last``;
-- the top-left neighbour's flat index ``(N, C, h, w)`` (int64): the pixel part ``(N, 1, h, w)`` (row + column)
-  plus the frame-and-channel part ``(N, C, 1, 1)``; the other three are it plus one column, one row or both (a
-  one-value ``Add`` each); four ``GatherElements`` on the one table, each cast to float32 (a uint8 frame is read
-  one byte per value);
+- the top-left neighbour's flat index ``(N, C, h, w)`` in int32: the pixel part ``(N, 1, h, w)`` (row + column)
+  plus the frame-and-channel part ``(N, C, 1, 1)``, each made in int64 on its small tensor and cast; the other
+  three are it plus one column, one row or both (a one-value ``Add`` each); four ``GatherElements`` on the one
+  table, each cast to float32 (a uint8 frame is read one byte per value). int32 halves the bytes of the
+  crop-sized index passes (measured against int64, crop alone: 0.87 -> 0.62 ms at 8 boxes, 3.63 -> 2.95 at 32,
+  docs/spec.md); it addresses a table of at most 2^31 - 1 values (``INDEX_LIMIT``: e.g. 343 frames of 1080x1920x3
+  per call). Past it every index is 0 and every weight NaN, so every crop is NaN, never read through wrapped
+  indices; eagerly it is a ``ValueError`` (both measured at the limit, tests/ops/test_topdown_crop.py);
 - the blend in ``(N, C, h, w)`` with ``wx`` and ``wy`` expanded to ``(N, 1, h, w)`` planes (ORT CPU broadcasts a
   plane over ``C`` in long runs, a ``(N, 1, 1, w)`` row in runs of ``w``; with the index change, measured: ~7%
   faster at 8 boxes, ~2% at 32, docs/spec.md), the reference's
@@ -78,8 +82,8 @@ its output so that no crop-sized tensor is broadcast over an inner axis of ``C``
 
 The measurements behind these choices (the earlier four padded tables, the pad-free bodies, ``GridSample``,
 ``RoiAlign``, ``If``; speed against OpenCV) are in docs/spec.md, topdown_crop, and docs/benchmarks.md (issue 14).
-ORT CPU runs the body as ~20 crop-sized passes: per crop it is 9-50x slower than ``cv2.warpAffine``
-(``python benchmarks/bench_topdown_crop.py``).
+ORT CPU runs the body as ~20 crop-sized passes, the four ``GatherElements`` on one thread: per crop it is 6-49x
+slower than ``cv2.warpAffine`` (``python benchmarks/bench_topdown_crop.py``, 1-32 boxes, 64x48 and 256x192).
 
 Alternatives measured against (tests/ops/test_topdown_crop.py, ``test_onnx_alternatives``):
 
