@@ -11,8 +11,10 @@ non-float input, one kpx node per call with ORT parity in both emit modes) is te
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import os
 from pathlib import Path
 
 import cv2
@@ -691,12 +693,24 @@ def test_uint8_nhwc_frames_on_openvino():
 
 
 def _available_gib() -> float:
+    """Memory this test may use: the smaller of the system's available memory and the cgroup's limit (0 when
+    neither can be read)."""
+    found = []
     try:
         with open("/proc/meminfo") as info:
             fields = dict(line.split(":", 1) for line in info)
-        return int(fields["MemAvailable"].split()[0]) / 2**20
+        found.append(int(fields["MemAvailable"].split()[0]) * 2**10)
     except (OSError, KeyError, ValueError):
-        return 0.0
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit:
+            text = limit.read().strip()
+        if text != "max":
+            found.append(int(text))
+    except (OSError, ValueError):
+        pass
+    return min(found) / 2**30 if found else 0.0
 
 
 def _bilinear_at_sample_points(frame: np.ndarray, boxes: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -725,30 +739,38 @@ def _bilinear_at_sample_points(frame: np.ndarray, boxes: torch.Tensor, size: tup
     return np.stack(out)
 
 
-@pytest.mark.skipif(_available_gib() < 8, reason="needs ~5 GiB: two 2.1 GB frames and ORT's padded copy")
-def test_int32_indices_are_exact_up_to_the_limit_and_nan_past_it():
-    """The body's int32 indices at the frames they stop at: one uint8 frame whose zero-padded size is just under
-    2^31 - 1 values (crops at its far corner, the largest indices) equals an independent bilinear bit for bit;
-    one just over gives NaN crops, never crops read through wrapped indices (eagerly a ValueError)."""
+@pytest.mark.skipif(_available_gib() < 5, reason="needs ~3 GiB: ORT's zero-padded copy of a 2.1 GB frame")
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_int32_indices_are_exact_up_to_the_limit_and_nan_past_it(channels_last):
+    """The body's int32 indices at the frames they stop at: the largest square 3-channel uint8 frame whose
+    zero-padded size fits in 2^31 - 1 values (26751 px; crops at its far corner, the largest indices) equals an
+    independent bilinear bit for bit; one pixel larger (26752 px, 6428 values over) gives NaN crops, never crops
+    read through wrapped indices (eagerly a ValueError). Both layouts (their strides differ)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
     size = (48, 64)
-    model = _Crop(input_size=size, channels_last=True)
-    sample = (torch.zeros(1, 40, 50, 3, dtype=torch.uint8), BOXES_T, torch.zeros(1, dtype=torch.int64))
-    dyn = ({0: "F", 1: "H", 2: "W"}, {0: "N"}, {0: "N"})
-    session = ort_session(finalize(trace(model, sample, opset=18, dynamic_shapes=dyn), opset=18, emit="function"))
+    model = _Crop(input_size=size, channels_last=channels_last)
+    sample = torch.zeros((1, 40, 50, 3) if channels_last else (1, 3, 40, 50), dtype=torch.uint8)
+    dyn = ({0: "F", 1: "H", 2: "W"} if channels_last else {0: "F", 2: "H", 3: "W"}, {0: "N"}, {0: "N"})
+    proto = finalize(trace(model, (sample, BOXES_T, torch.zeros(1, dtype=torch.int64)), opset=18, dynamic_shapes=dyn),
+                     opset=18, emit="function")  # fmt: skip
+    options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = False  # one 2.1 GB padded table alive at a time, not one per run
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    for side, fits in ((26700, True), (26760, False)):
+    for side, fits in ((26751, True), (26752, False)):
         assert (3 * (side + 3) ** 2 <= 2**31 - 1) == fits
-        frame = np.zeros((1, side, side, 3), np.uint8)
-        frame[:, -200:, -300:] = rng.integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)
+        frame = np.zeros((1, side, side, 3) if channels_last else (1, 3, side, side), np.uint8)
+        hwc = frame[0] if channels_last else frame[0].transpose(1, 2, 0)  # a view
+        hwc[-200:, -300:] = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
         # one box inside the textured corner, one across the frame's bottom-right edge
         boxes = torch.tensor([[-280.0, -180.0, -150.0, -20.0], [-100.0, -90.0, 30.0, 40.0]]) + side
         crops, _ = session.run(None, {"images": frame, "boxes": boxes.numpy(), "batch_index": np.zeros(2, np.int64)})
         if fits:
-            want = _bilinear_at_sample_points(frame[0], boxes, size)
+            want = _bilinear_at_sample_points(hwc, boxes, size)
             assert (want != 0).sum() > 10_000  # the crops read the texture
             np.testing.assert_array_equal(crops, want)
         else:
             assert np.isnan(crops).all()
             with pytest.raises(ValueError, match="images too large"):
-                topdown_crop(torch.from_numpy(frame), boxes, input_size=size, channels_last=True)
-        del frame, crops
+                topdown_crop(torch.from_numpy(frame), boxes, input_size=size, channels_last=channels_last)
+        del frame, hwc, crops
