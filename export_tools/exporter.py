@@ -31,6 +31,7 @@ from custom_ops.ops._common import kpx_export
 from custom_ops.registry import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
 from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
 from export_tools.errors import ExportError, OpsetConversionError, strip_ansi
+from export_tools.filemeta import name_outputs, record
 from export_tools.files import write_atomic
 from export_tools.graph import (
     KPX_OP_KEY,
@@ -43,7 +44,8 @@ from export_tools.graph import (
     set_metadata,
     set_node_props,
 )
-from export_tools.traps import check_heatmap_sizes, check_materialised, name_kpx_outputs, unwrap_model
+from export_tools.models import eval_mode
+from export_tools.traps import check_heatmap_sizes, check_materialised, unwrap_model
 
 EMIT_MODES = ("function", "inline")
 """``function``: one ``kpx`` node per op call with its body attached; ``inline``: standard ONNX only."""
@@ -351,10 +353,9 @@ def trace(
     if dtype is not None:
         model = copy.deepcopy(model).to(dtype)  # never convert the caller's model in place
     args = _cast_args(args, dtype)
-    was_training = model.training
-    model.eval()
+    dynamic_shapes = _varargs_dynamic_shapes(model, args, dynamic_shapes)
     try:
-        with _quiet_exporter() as log, kpx_export():
+        with eval_mode(model), _quiet_exporter() as log, kpx_export():
             program = torch.onnx.export(
                 model, args, dynamo=True, opset_version=max(opset, EXPORT_OPSET), dynamic_shapes=dynamic_shapes,
                 custom_translation_table=translation_table(), input_names=input_names,
@@ -362,20 +363,36 @@ def trace(
             )  # fmt: skip
     except Exception as exc:  # the exporter raises many types; one clear error for callers
         raise ExportError(strip_ansi(f"torch.onnx export failed: {exc}\n{log.getvalue()[-2000:]}")) from exc
-    finally:
-        model.train(was_training)
     proto = program.model_proto
     check_heatmap_sizes(proto)
     if output_names is None:
-        name_kpx_outputs(proto)
+        name_outputs(proto, model, _out_spec(program))
     elif len(output_names) != len(proto.graph.output):
         raise ValueError(f"output_names has {len(output_names)} names but the model returns "
                          f"{len(proto.graph.output)} outputs; give one name per output")  # fmt: skip
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if len(tensors) == len(proto.graph.input):  # the export sizes: default shape profiles (kpx inspect --target)
-        shapes = {v.name: list(t.shape) for v, t in zip(proto.graph.input, tensors)}
-        set_metadata(proto, {"kpx.example_shapes": json.dumps(shapes)})
+    record(proto, model, args)
     return proto
+
+
+def _out_spec(program: Any) -> Any:
+    """The output structure torch.export saw (dict keys of a dict or ``ModelOutput`` output), if it has one."""
+    try:
+        return program.exported_program.call_spec.out_spec
+    except AttributeError:
+        return None
+
+
+def _varargs_dynamic_shapes(model: torch.nn.Module, args: tuple, dynamic_shapes: Any) -> Any:
+    """``forward(*inputs)`` takes ``dynamic_shapes`` as one nested tuple; one entry per input is wrapped into it
+    (``({0: "B"},)`` for a ``PoseDecoder`` is what users write)."""
+    if not isinstance(dynamic_shapes, (tuple, list)) or not dynamic_shapes:
+        return dynamic_shapes
+    params = list(inspect.signature(model.forward).parameters.values())
+    varargs = len(params) == 1 and params[0].kind == params[0].VAR_POSITIONAL
+    nested = len(dynamic_shapes) == 1 and isinstance(dynamic_shapes[0], (tuple, list))
+    if varargs and not nested and len(dynamic_shapes) == len(args):
+        return (tuple(dynamic_shapes),)
+    return dynamic_shapes
 
 
 def finalize(raw, *, opset: int, emit: str = "function"):

@@ -216,3 +216,61 @@ def is_library_frame(path: str, *, torch_only: bool = False) -> bool:
 
     parts = set(os.path.normpath(path).split(os.sep)[:-1])
     return bool(parts & ({"torch"} if torch_only else {"torch", "custom_ops", "export_tools"}))
+
+
+#: kpx decoders whose inputs a keypoint verdict reads (heatmaps; SimCC x and y), by ONNX op type
+DECODERS = {"DecodeHeatmaps": ("heatmap", 1), "DecodeSimCC": ("simcc", 2)}
+
+
+def decoder_inputs(model) -> tuple[str, list[str]] | str:
+    """``(kind, value names)`` of the inputs of the file's one kpx decoder (``"heatmap"``: the heatmaps;
+    ``"simcc"``: the x and y vectors, in that order where the graph says it), or why they cannot be named.
+
+    Function files: the ``kpx`` node's inputs. Inline files: the values that the nodes tagged with the decoder's
+    call (``kpx.op``) read and that other nodes (or the graph's inputs) produce, in graph order."""
+    import json
+
+    from custom_ops.registry import DOMAIN
+
+    nodes = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type in DECODERS]
+    if len(nodes) == 1:
+        kind, count = DECODERS[nodes[0].op_type]
+        return kind, list(nodes[0].input[:count])
+    if len(nodes) > 1:
+        return f"the file has {len(nodes)} kpx decoder nodes: which keypoints each made is not known"
+    origins = node_origins(model)
+    calls: dict[str, tuple[str, list[Any]]] = {}
+    for node in model.graph.node:
+        try:
+            tag = json.loads(origins.get(node.name, {}).get(KPX_OP_KEY, "null"))
+        except ValueError:
+            continue
+        if isinstance(tag, dict) and tag.get("op_type") in DECODERS:
+            calls.setdefault(str(tag.get("node")), (tag["op_type"], []))[1].append(node)
+    if len(calls) != 1:
+        return ("the file has no kpx decoder (or its nodes carry no kpx.op tags)" if not calls else
+                f"the file has {len(calls)} kpx decoder calls: which keypoints each made is not known")  # fmt: skip
+    op_type, group = next(iter(calls.values()))
+    inside = {o for n in group for o in n.output}
+    constants = {t.name for t in model.graph.initializer}
+    produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
+    reads = [v for n in group for v in n.input if v and v not in inside and v not in constants and v in produced]
+    types = _value_types(model)
+    reads = [v for v in reads if types.get(v) in (None, *_FLOAT_TYPES, TensorProto.DOUBLE)]  # not shapes, indices
+    kind, count = DECODERS[op_type]
+    found = list(dict.fromkeys(reads))
+    if len(found) != count:
+        return f"the inlined {op_type} reads {len(found)} outside value(s), not {count}: its inputs are not known"
+    return kind, found
+
+
+def _value_types(model) -> dict[str, int]:
+    """``{value: ONNX element type}`` for the main graph, by shape inference (``{}`` where it fails)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a graph shape inference cannot read: no types, no filtering
+        return {}
+    graph = inferred.graph
+    return {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}

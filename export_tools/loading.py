@@ -68,7 +68,24 @@ def load_model(spec: str, weights: str | None = None) -> LoadedModel:
     if weights:
         load_weights(module, weights)
     names, optional = _forward_names(module)
-    return LoadedModel(module.eval(), names, source=spec, optional=optional, note=note)
+    example, dynamic = _own_examples(module, names)
+    return LoadedModel(module.eval(), names, example, dynamic, source=spec, optional=optional, note=note)
+
+
+def _own_examples(module: torch.nn.Module, names: list[str]) -> tuple[dict, dict]:
+    """Example inputs and dynamic dims a module gives itself (``example_inputs()``, ``dynamic_dims()``: a
+    :class:`~export_tools.decoding.PoseDecoder` with a crop), by input name; empty when it gives none."""
+    make = getattr(module, "example_inputs", None)
+    if not callable(make):
+        return {}, {}
+    try:
+        tensors = tuple(make())
+    except UsageError:  # it takes the network's own inputs: --input gives them
+        return {}, {}
+    dims = module.dynamic_dims() if callable(getattr(module, "dynamic_dims", None)) else [None] * len(tensors)
+    if len(tensors) != len(names):
+        return {}, {}
+    return dict(zip(names, tensors)), {n: dict(d) for n, d in zip(names, dims) if d}
 
 
 def _builtin(name: str) -> LoadedModel:
@@ -136,8 +153,9 @@ def _resolve(module: Any, attr: str, spec: str) -> Any:
 def _forward_names(module: torch.nn.Module) -> tuple[list[str], tuple[str, ...]]:
     """Positional ``forward`` parameters (names, and the ones with a default). Raises for signatures the
     command line cannot feed: ``*args`` and required keyword-only parameters."""
-    if hasattr(module, "input_names"):
-        return list(module.input_names()), ()
+    if hasattr(module, "input_names"):  # a method (OpModel) or a list (PoseDecoder)
+        names = module.input_names() if callable(module.input_names) else module.input_names
+        return list(names), ()
     params = list(inspect.signature(module.forward).parameters.values())
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         raise UsageError("forward(*args) cannot be fed by name; give the model a forward with named parameters "

@@ -89,37 +89,3 @@ def check_heatmap_sizes(proto) -> None:
                     )
                 continue  # the maps themselves are not keypoints: do not search behind them
             pending.extend(source.input)
-
-
-def name_kpx_outputs(proto) -> None:
-    """Renames graph outputs that torch named ``getitem*`` and a kpx node produced after that op's output."""
-    from custom_ops.registry import DOMAIN, get_op
-
-    graph = proto.graph
-    producers = {out: (node, i) for node in graph.node for i, out in enumerate(node.output)}
-    taken = {v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)}
-    taken |= {out for node in graph.node for out in node.output}
-    renames = {}
-    for value in graph.output:
-        if not value.name.startswith("getitem") or value.name not in producers:
-            continue
-        node, index = producers[value.name]
-        while node.op_type == "Identity" and node.domain == "" and node.input[0] in producers:
-            node, index = producers[node.input[0]]  # torch copies an output that is returned twice
-        if node.domain != DOMAIN:
-            continue
-        base = get_op(node.op_type).outputs[index].name
-        new, n = base, 1
-        while new in taken:
-            new, n = f"{base}_{n}", n + 1
-        taken.add(new)
-        renames[value.name] = new
-    if not renames:
-        return
-    for node in graph.node:
-        for field in (node.output, node.input):
-            names = [renames.get(n, n) for n in field]
-            del field[:]
-            field.extend(names)
-    for value in (*graph.output, *graph.value_info):
-        value.name = renames.get(value.name, value.name)

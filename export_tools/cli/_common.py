@@ -67,6 +67,13 @@ def non_negative(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    value = non_negative(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1; got {text}")
+    return value
+
+
 def positive(text: str) -> float:
     value = non_negative(text)
     if value == 0:
@@ -100,11 +107,24 @@ def add_input_file_options(p: argparse.ArgumentParser) -> None:
 
 def add_check_options(p: argparse.ArgumentParser) -> None:
     """``--providers``, ``--atol``, ``--rtol``, ``--report``: what a parity check runs and how it judges."""
+    from export_tools.parity.keypoints import DEFAULT_PX_TOL
     from export_tools.runtimes import help_text
 
     p.add_argument("--providers", default="cpu", help=f"comma-separated runtimes to check ({help_text()})")
     p.add_argument("--atol", type=non_negative, help="absolute tolerance, every output (default: by dtype)")
     p.add_argument("--rtol", type=non_negative, help="relative tolerance, every output (default: by dtype)")
+    p.add_argument("--scale-tol", type=non_negative, metavar="SHARE",
+                   help="share of each output's largest |value| added to atol (default: 1e-5 float32, 5e-3 "
+                        "float16, measured on real networks: docs/parity.md)")  # fmt: skip
+    p.add_argument("--px-tol", type=non_negative, metavar="PX",
+                   help=f"keypoint outputs: largest displacement, in network-input pixels where the file maps "
+                        f"through boxes, else the keypoints' own (default {DEFAULT_PX_TOL})")  # fmt: skip
+    p.add_argument("--allow-flips", type=fraction, metavar="FRACTION",
+                   help="share of keypoints allowed to move further because their peak changed between two "
+                        "near-equal peaks (ambiguous peaks; default 0)")  # fmt: skip
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the verdict: keypoint displacements per runtime and the worst keypoint's heatmap "
+                        "neighbourhood (needs matplotlib: pip install 'kpx[plot]')")  # fmt: skip
     p.add_argument("--report", help="write the JSON parity report here (refused if it exists, unless --force)")
     from export_tools.runtimes.isolation import DEFAULT_TIMEOUT
     from export_tools.runtimes.ort import OPTIMIZATION_LEVELS
@@ -126,8 +146,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-CHECK_FLAGS = ("--providers", "--atol", "--rtol", "--report", "--optimization-level", "--timeout", "--memory-limit-mb",
-               "--in-process")  # fmt: skip
+CHECK_FLAGS = ("--providers", "--atol", "--rtol", "--scale-tol", "--px-tol", "--allow-flips", "--plot", "--report",
+               "--optimization-level", "--timeout", "--memory-limit-mb", "--in-process")  # fmt: skip
 """The options that configure a parity check (``add_check_options``)."""
 
 
@@ -149,7 +169,9 @@ def parity_options(args: argparse.Namespace, runtimes: list[str]) -> dict[str, A
                          f"{', '.join(runtimes)}")  # fmt: skip
     level = {"optimization_level": args.optimization_level} if args.optimization_level else {}
     return {"isolate": not args.in_process, "timeout": args.timeout, "memory_limit_mb": args.memory_limit_mb,
-            "runtime_options": dict.fromkeys(ort, level) if level else None}  # fmt: skip
+            "runtime_options": dict.fromkeys(ort, level) if level else None, "px_tol": args.px_tol,
+            "allow_flips": args.allow_flips or 0.0, "scale_tol": args.scale_tol,
+            "analyse_keypoints": bool(args.plot)}  # fmt: skip
 
 
 # --- steps ------------------------------------------------------------------------------------------------
@@ -179,23 +201,39 @@ def model_file(spec: str | None) -> str | None:
 
 
 def check_report_path(args: argparse.Namespace, inputs: list[str | None]) -> None:
-    """``--report`` follows the rules of every kpx output (:mod:`export_tools.files`)."""
-    if args.report:
-        from export_tools.files import check_output_path
+    """``--report`` and ``--plot`` follow the rules of every kpx output (:mod:`export_tools.files`); ``--plot``
+    needs matplotlib (checked before any work)."""
+    from export_tools.files import check_output_path
 
+    if args.report:
         check_output_path(args.report, overwrite=args.force, inputs=inputs, flag="--report")
+    if args.plot:
+        from export_tools.parity.plot import check_plotting
+
+        check_plotting()
+        if args.report and args.plot == args.report:
+            raise UsageError("--plot and --report name the same file; give each its own")
+        check_output_path(args.plot, overwrite=args.force, inputs=inputs, flag="--plot")
 
 
 def write_report(report: Any, args: argparse.Namespace, log: Log) -> None:
-    if not args.report:
-        return
+    """``--report`` (JSON) and ``--plot`` (PNG), written atomically."""
     from export_tools.files import describe_os_error
 
-    try:
-        report.write_json(args.report, overwrite=args.force)
-    except OSError as exc:
-        raise UsageError(describe_os_error(exc, args.report, "the report")) from None
-    log.info(f"report written to {args.report}")
+    if args.report:
+        try:
+            report.write_json(args.report, overwrite=args.force)
+        except OSError as exc:
+            raise UsageError(describe_os_error(exc, args.report, "the report")) from None
+        log.info(f"report written to {args.report}")
+    if args.plot:
+        from export_tools.parity.plot import plot_report
+
+        try:
+            drawn = plot_report(report, args.plot, overwrite=args.force)
+        except OSError as exc:
+            raise UsageError(describe_os_error(exc, args.plot, "the plot")) from None
+        log.info(f"plot written to {args.plot} ({drawn})")
 
 
 def tolerances(args: argparse.Namespace, outputs: list[str]) -> dict[str, tuple[float | None, float | None]] | None:
@@ -267,9 +305,6 @@ def forward_check(module, example: tuple, names: list[str]) -> None:
         shapes = ", ".join(f"{n}:{'x'.join(map(str, t.shape))}" for n, t in zip(names, example))
         raise UsageError(f"the model fails on inputs {shapes} ({type(exc).__name__}: {root_cause(exc)}); pass "
                          "--input with shapes the model accepts") from None  # fmt: skip
-    if isinstance(outputs, dict):
-        raise UsageError("the model returns a dict; return a tensor or a tuple of tensors (wrap it: "
-                         "`return out['a'], out['b']`) and name them in that order")  # fmt: skip
     try:
         flat = flatten_outputs(outputs)
     except TypeError:
@@ -284,7 +319,9 @@ def export_model(loaded, example: tuple, dynamic, input_names: list[str], log: L
     from export_tools.exporter import to_onnx
 
     spec = getattr(loaded.module, "spec", None)  # builtin ops: outputs named as in the registry
-    output_names = [o.name for o in spec.outputs] if spec is not None else getattr(loaded.module, "output_names", None)
+    output_names = options.pop("output_names", None)
+    if output_names is None and spec is not None:
+        output_names = [o.name for o in spec.outputs]
     try:
         return to_onnx(loaded.module, example, dynamic_shapes=dynamic, input_names=input_names,
                        output_names=output_names, **options)  # fmt: skip

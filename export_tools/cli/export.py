@@ -43,6 +43,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing output (and --report)")
     p.add_argument("--simplify", choices=SIMPLIFIERS, help="simplify with this tool, keeping kpx bodies and "
                    "metadata; refused unless ONNX Runtime outputs stay equal (see `kpx simplify`)")  # fmt: skip
+    p.add_argument("--output-key", metavar="KEY[,KEY]",
+                   help="a model returning a dict or ModelOutput: export (or decode) these entries, named after "
+                        "their keys (default: every tensor entry)")  # fmt: skip
+    p.add_argument("--output-names", metavar="NAME[,NAME]", help="names for the file's outputs, in order")
     p.add_argument("--check", action="store_true", help="run the parity harness right after the export")
     add_check_options(p)
     add_decode_options(p)
@@ -50,7 +54,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def add_decode_options(p: argparse.ArgumentParser) -> None:
     """``--decode`` and its options: keypoints and scores out of the file (export_tools/decoding.py)."""
-    from export_tools.decoding import BOX_FORMATS, DECODE_CHOICES
+    from export_tools.decoding import BOX_FORMATS, DECODE_CHOICES, NORMALIZE
 
     g = p.add_argument_group("decode in the graph", "outputs `keypoints` (N, K, 2) and `scores` (N, K)")
     g.add_argument("--decode", choices=DECODE_CHOICES, help="decode the model's heatmaps or SimCC pair in the file")
@@ -65,6 +69,8 @@ def add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-index", action="store_true", help="take batch_index (N,): each box's frame")
     g.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted from the crops")
     g.add_argument("--std", type=float, nargs="+", help="per-channel std dividing the crops")
+    g.add_argument("--normalize", choices=tuple(NORMALIZE),
+                   help="preset --mean/--std of the crops: imagenet (mmpose, rtmlib), unit (/ 255), none")  # fmt: skip
     g.add_argument("--channels-last", action="store_true",
                    help="frames (B, H, W, C), as OpenCV decodes them, instead of (B, C, H, W)")  # fmt: skip
     g.add_argument("--frames-dtype", choices=("uint8",), help="the frames input's dtype (default: the network's)")
@@ -77,6 +83,7 @@ def decode_options(args: argparse.Namespace) -> dict | None:
     given = [flag for flag, value in (("--boxes", args.boxes), ("--crop", args.crop), ("--udp", args.udp),
                                       ("--batch-index", args.batch_index), ("--mean", args.mean),
                                       ("--std", args.std), ("--simcc-sigma", args.simcc_sigma),
+                                      ("--normalize", args.normalize),
                                       ("--channels-last", args.channels_last),
                                       ("--frames-dtype", args.frames_dtype)) if value]  # fmt: skip
     if args.decode is None:
@@ -91,8 +98,32 @@ def decode_options(args: argparse.Namespace) -> dict | None:
         "decode": args.decode, "split_ratio": args.split_ratio, "sigma": sigma, "blur_kernel": args.blur_kernel,
         "udp": args.udp, "boxes": args.boxes, "padding": args.padding, "batch_index": args.batch_index,
         "mean": args.mean, "std": args.std, "crop_size": None if args.crop is None else parse_size(args.crop, "--crop"),
-        "channels_last": args.channels_last, "frames_dtype": args.frames_dtype,
+        "channels_last": args.channels_last, "frames_dtype": args.frames_dtype, "normalize": args.normalize,
+        "output_key": _keys(args.output_key),
     }  # fmt: skip
+
+
+def _keys(text: str | None) -> list[str] | None:
+    """``--output-key heatmaps`` / ``--output-names a,b``: a list of names."""
+    if text is None:
+        return None
+    keys = [k.strip() for k in text.split(",")]
+    if not all(keys) or len(set(keys)) != len(keys):
+        raise UsageError(f"{text!r} must be distinct names separated by commas, e.g. heatmaps")
+    return keys
+
+
+def decode_notes(decode: dict, args: argparse.Namespace) -> list[str]:
+    """What the export decided for the user and says (one line each)."""
+    notes = []
+    if decode["decode"] == "heatmap:dark_udp" and not args.udp:
+        notes.append("heatmap:dark_udp is mmpose's UDPHeatmap decoder: it implies --udp (w - 1 heatmap scaling"
+                     + (" and the UDP crop matrix)" if args.crop else ")"))  # fmt: skip
+    if args.crop and args.mean is None and args.std is None and args.normalize is None:
+        notes.append("the crops reach the network as 0-255 pixels (no --mean/--std); if it was trained on "
+                     "normalised images add --normalize imagenet (or --mean/--std), or --normalize none to keep "
+                     "them raw and silence this")  # fmt: skip
+    return notes
 
 
 def run(args: argparse.Namespace, log: Log) -> int:
@@ -110,9 +141,26 @@ def run(args: argparse.Namespace, log: Log) -> int:
     if args.check:
         check_report_path(args, [*reads, args.output])
     decode = decode_options(args)
+    output_names = _keys(args.output_names)
     progress = log.progress("export", 4 + bool(args.check))
     loaded, example, dynamic, input_names = load_pytorch(args, log)
+    if decode is None and args.output_key:
+        import dataclasses
+
+        from export_tools.models import SelectOutputs, pick_outputs
+
+        keys = _keys(args.output_key)
+        try:
+            import torch
+
+            with torch.no_grad():
+                pick_outputs(loaded.module(*example), keys)
+        except ValueError as exc:
+            raise UsageError(f"--output-key: {exc}") from None
+        loaded = dataclasses.replace(loaded, module=SelectOutputs(loaded.module, keys))
     if decode is not None:
+        for note in decode_notes(decode, args):
+            log.info(f"note: {note}")
         import dataclasses
 
         from export_tools.decoding import wrap
@@ -127,7 +175,8 @@ def run(args: argparse.Namespace, log: Log) -> int:
     progress.step("model ready")
     dtype = {"fp32": None, "fp16": "float16"}[args.dtype]
     log.debug(f"exporting {loaded.source} with opset {args.opset}, emit={args.emit}, dynamic={dynamic}")
-    proto = export_model(loaded, example, dynamic, input_names, log, opset=args.opset, emit=args.emit, dtype=dtype)
+    proto = export_model(loaded, example, dynamic, input_names, log, opset=args.opset, emit=args.emit, dtype=dtype,
+                         output_names=output_names)  # fmt: skip
     progress.step("exported")
     if args.simplify:
         from export_tools.postprocess import simplify

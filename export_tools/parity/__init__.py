@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,13 @@ from export_tools.errors import (
     UsageError,
     one_line,
 )
-from export_tools.parity.compare import OutputStats, compare_output, tolerance_for
+from export_tools.parity.compare import OutputStats, compare_output
 from export_tools.parity.inputs import input_specs, load_npz, random_inputs
+from export_tools.parity.judge import DecoderProbe, Judge
+from export_tools.parity.keypoints import DEFAULT_PX_TOL, KeypointStats
 from export_tools.parity.lanes import Lane
 from export_tools.parity.localize import Divergence, first_divergence
-from export_tools.parity.pytorch import TorchRunner, flatten_outputs
+from export_tools.parity.pytorch import TorchRunner, corresponding_module, flatten_outputs
 from export_tools.parity.report import SCHEMA, Case, ParityReport
 from export_tools.parity.where import ModuleDivergence, first_departing_module
 from export_tools.runtimes import (
@@ -42,10 +45,12 @@ from export_tools.runtimes import (
 )
 
 __all__ = [
+    "DEFAULT_PX_TOL",
     "OPENVINO_READS_LOCAL_FUNCTIONS",
     "SCHEMA",
     "Case",
     "Divergence",
+    "KeypointStats",
     "LocalFunctionsUnsupportedError",
     "ModuleDivergence",
     "OpenVinoRunner",
@@ -89,12 +94,18 @@ def check_parity(
     timeout: float | None = None,
     memory_limit_mb: float | None = None,
     runtime_options: Mapping[str, Mapping[str, Any]] | None = None,
+    px_tol: float | None = None,
+    allow_flips: float = 0.0,
+    scale_tol: float | None = None,
+    analyse_keypoints: bool = False,
 ) -> ParityReport:
     """Exports ``module`` (unless ``model`` is given) and compares every runtime with PyTorch.
 
     Args:
         module: the PyTorch reference. ``None`` (with ``model`` given): the reference is a float64
-            evaluation of the ONNX graph itself with onnx.reference.
+            evaluation of the ONNX graph itself with onnx.reference. For a file kpx exported with a decoder
+            (``--decode``: ``kpx.pose`` in its metadata), the network alone will do: the same decoder is rebuilt
+            around it. A module whose outputs do not correspond to the file's is a :class:`UsageError`.
         inputs: one input tuple, or named input tuples (``{"peaked": (x,), "empty": (x0,)}``); the
             first set is the export example. Tensors or numpy arrays.
         runtimes: names from the runtime table (:func:`runtime_names`: ``"cpu"``, ``"cuda"``,
@@ -102,16 +113,22 @@ def check_parity(
             :class:`RunnerUnavailableError` naming the fix.
         emit, opset, dynamic_shapes: export options when ``module`` is exported here.
         dtype: export dtype (e.g. ``torch.float16``) when ``module`` is exported here.
-        tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs); ``None``
-            for either keeps its default. Default: the op's registry tolerances for a one-op model
-            (``export_tools.models.OpModel``), else by output dtype.
+        tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs); ``None`` for
+            either keeps its default. Default: the op's registry tolerances for a one-op model
+            (``export_tools.models.OpModel``), else by output dtype. ``scale_tol``: the share of each output's
+            largest |value| added to ``atol`` (default by dtype: 1e-5 float32, 5e-3 float16; docs/parity.md).
+        px_tol: keypoint outputs (the file's ``kpx.outputs``, or ``pixels_per_unit``) are judged by each
+            keypoint's displacement in pixels (network-input pixels for files that map through boxes), at most
+            ``px_tol`` (default 0.1). ``allow_flips``: the share of keypoints that may move further because their
+            peak changed between two near-equal peaks (ambiguous peaks; default 0: they fail the check).
         model: the ONNX model to judge instead of exporting: bytes, an ``onnx.ModelProto`` or a path.
         localize: on a mismatch, name the first node that departs from a float64 evaluation and, against a
             PyTorch module, the first module whose output departs from PyTorch's (``Case.where``).
         input_meta: per input set, extra facts for the report (``{"random": {"seed": 0}}``).
         truth: also run PyTorch in float64 and compare the model-dtype reference and every runtime
             with it (cases whose ``reference`` is ``torch-float64``).
-        pixels_per_unit: ``{output_name: (sx, sy)}`` for coordinate outputs: errors also in pixels.
+        pixels_per_unit: ``{output_name: (sx, sy)}``: judge these coordinate outputs in pixels (``(x, y)``
+            units times ``(sx, sy)``), overriding what the file says.
         resized: with a PyTorch module and a graph with symbolic dims, also check an input set with every
             symbolic dim one larger than in the first set (a size baked into the graph shows there).
         isolate: run each runtime in a worker process (default), so that a crash, a hang past ``timeout``
@@ -120,6 +137,8 @@ def check_parity(
             retried with its safer options (ONNX Runtime: lower graph optimisation levels), and both results
             are reported. ``isolate=False`` runs them in this process.
         runtime_options: options per runtime name, e.g. ``{"cpu": {"optimization_level": "extended"}}``.
+        analyse_keypoints: read the decoder's inputs on both sides even when no keypoint moved (for
+            :func:`export_tools.parity.plot.plot_report`).
 
     Each input is fed to the runtimes in the graph input's dtype (float32 values are rounded to a
     float16 input, as a user of an fp16 file would feed them). PyTorch gets the same rounded values in
@@ -150,69 +169,67 @@ def check_parity(
     else:
         proto = _load_model(model)
     data = proto.SerializeToString()
-    names = [o.name for o in proto.graph.output]
-    tolerance = _tolerance_rule(tolerances, names, module)
+    judge = Judge(proto, module, tolerances=tolerances, scale_tol=scale_tol, pixels_per_unit=pixels_per_unit,
+                  px_tol=px_tol, allow_flips=allow_flips)  # fmt: skip
+    names = judge.names
     specs = input_specs(data)
     for set_name, tensors in sets.items():
         if len(tensors) != len(specs):
             raise ValueError(f"input set {set_name!r} has {len(tensors)} tensors; the model has {len(specs)} inputs "
                              f"({', '.join(s[0] for s in specs)})")  # fmt: skip
     report = ParityReport(model=type(module).__name__ if module is not None else "onnx")
-    if resized and module is not None:
-        sets = {**sets, **_resized_set(module, data, specs, next(iter(sets.values())), report)}
+    torch_dtype = _float_dtype(module)
+    if module is not None:
+        first_set = next(iter(sets.values()))
+        given = [_numpy(t) for t in first_set]
+        rounded = [_cast_float(_cast_float(a, dt), torch_dtype or a.dtype) for a, (_, dt, _) in zip(given, specs)]
+        module = corresponding_module(module, proto, rounded)
+        report.model = type(module).__name__
+        if resized:
+            extra, facts = _resized_set(module, data, specs, first_set, report)
+            sets, input_meta = {**sets, **extra}, {**(input_meta or {}), **facts}
 
     reference = _float64_reference(data) if module is None else TorchRunner(module)
     truth_runner = TorchRunner(module, float64=True) if truth else None
+    probe = DecoderProbe(data, judge) if judge.keypoints else None
 
     def record(set_name: str, runtime: str, failure: RunFailedError) -> None:
         report.cases.append(Case(set_name, runtime, reference.name, [], failure=failure.as_dict()))
-
-    def compare(against: list, actual: list, runtime: str) -> list[OutputStats]:
-        if len(actual) != len(names):
-            raise RuntimeError(f"{runtime} returned {len(actual)} outputs; the graph declares {len(names)}")
-        if len(against) != len(names):
-            raise UsageError(f"the PyTorch module returns {len(against)} outputs; the ONNX graph has {len(names)} "
-                             f"({', '.join(names)}); compare a module and the file exported from it")  # fmt: skip
-        return [compare_output(n, e, a, *tolerance(n, a.dtype), pixels_per_unit=(pixels_per_unit or {}).get(n))
-                for n, e, a in zip(names, against, actual)]  # fmt: skip
 
     lanes = [Lane(kind, data, runtime_options.get(kind, {}), isolation, record) for kind in runtimes]
     try:
         for set_name, tensors in sets.items():
             given = [_numpy(t) for t in tensors]
             feeds = [_cast_float(a, dt) for a, (_, dt, _) in zip(given, specs)]  # in the graph's input dtypes
+            by_name = {spec[0]: f for spec, f in zip(specs, feeds)}
+            dims = _symbol_sizes(specs, feeds)
             meta = (input_meta or {}).get(set_name, {})
             report.inputs.append({"name": set_name, "shapes": [list(f.shape) for f in feeds],
                                   "dtypes": [str(f.dtype) for f in feeds], **meta})  # fmt: skip
-            # PyTorch gets the runtimes' (possibly rounded) values back in the dtypes it was given
-            torch_feeds = [_cast_float(f, a.dtype) for f, a in zip(feeds, given)]
+            # PyTorch gets the runtimes' (possibly rounded) values back in its own float dtype (else as given)
+            torch_feeds = [_cast_float(f, torch_dtype or a.dtype) for f, a in zip(feeds, given)]
             expected = _reference_outputs(reference, torch_feeds, set_name, record)
             if expected is None:
                 continue
+            _check_count(expected, names)
             if truth_runner is not None:
                 exact = truth_runner.run(feeds)
-                report.cases.append(
-                    Case(set_name, reference.name, truth_runner.name, compare(exact, expected, "torch"))
-                )
+                report.cases.append(Case(set_name, reference.name, truth_runner.name,
+                                         judge.outputs(exact, expected, by_name, dims)))  # fmt: skip
             for lane in lanes:
                 actual = lane.run(feeds, set_name)
                 if actual is None:  # the runtime failed on this set: recorded
                     continue
+                if len(actual) != len(names):
+                    raise RuntimeError(f"{lane.name} returned {len(actual)} outputs; the graph declares {len(names)}")
                 if truth_runner is not None:
-                    report.cases.append(Case(set_name, lane.name, truth_runner.name, compare(exact, actual, lane.name)))
-                case = Case(set_name, lane.name, reference.name, compare(expected, actual, lane.name))
-                if localize and not case.passed and isinstance(reference, TorchRunner):
-                    try:  # where the file departs from PyTorch: the first module whose output differs
-                        case.where = first_departing_module(module, data, torch_feeds, feeds, lane.kind,
-                                                            open_runner=lane.opener())  # fmt: skip
-                    except Exception as exc:  # the verdict stands; only the explanation is missing
-                        report.notes.append(f"{set_name} on {lane.name}: module localisation unavailable: "
-                                            f"{type(exc).__name__}: {one_line(exc)[:200]}")  # fmt: skip
-                if localize and not case.passed and lane.kind != "reference":
-                    try:
-                        case.divergence = first_divergence(data, feeds, lane.kind, open_runner=lane.opener())
-                    except Exception as exc:  # the verdict stands; only the explanation is missing
-                        case.localisation = f"localisation unavailable: {type(exc).__name__}: {one_line(exc)[:200]}"
+                    report.cases.append(Case(set_name, lane.name, truth_runner.name,
+                                             judge.outputs(exact, actual, by_name, dims)))  # fmt: skip
+                analyse = None if probe is None else partial(probe.read, lane.opener(), feeds, reference, torch_feeds)
+                outputs = judge.outputs(expected, actual, by_name, dims, analyse, always=analyse_keypoints)
+                case = Case(set_name, lane.name, reference.name, outputs)
+                if localize and not case.passed and _departs(case):
+                    _localise(case, module, data, torch_feeds, feeds, lane, report)
                 report.cases.append(case)
     finally:
         for lane in lanes:
@@ -220,6 +237,60 @@ def check_parity(
     report.runtimes = [r.describe() for r in (reference, truth_runner) if r is not None]
     report.runtimes += [lane.description or {"runtime": lane.name, "failed": "never loaded"} for lane in lanes]
     return report
+
+
+def _float_dtype(module: Any) -> np.dtype | None:
+    """The numpy dtype of the module's first floating parameter or buffer (what it computes in), if any."""
+    if module is None:
+        return None
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            return np.dtype(str(t.dtype).removeprefix("torch."))
+    return None
+
+
+def _check_count(expected: list, names: list[str]) -> None:
+    if len(expected) != len(names):
+        raise UsageError(f"the PyTorch module returns {len(expected)} outputs; the ONNX graph has {len(names)} "
+                         f"({', '.join(names)}); compare a module and the file exported from it")  # fmt: skip
+
+
+def _departs(case: Case) -> bool:
+    """Whether a failed case holds a departure worth localising: an output that failed other than by ambiguous
+    peaks and rounding drift (with the decoder inputs agreeing, there is nothing to find)."""
+    for o in case.outputs:
+        if o.passed:
+            continue
+        kp = o.keypoints
+        if kp is None or kp.departures or kp.analysis is not None or not kp.nan_pattern_equal:
+            return True
+    return False
+
+
+def _localise(case: Case, module: Any, data: bytes, torch_feeds: list, feeds: list, lane: Lane,
+              report: ParityReport) -> None:  # fmt: skip
+    """Names where a failed case departs: the first module (against PyTorch), the first node (against float64)."""
+    if module is not None:
+        try:  # where the file departs from PyTorch: the first module whose output differs
+            case.where = first_departing_module(module, data, torch_feeds, feeds, lane.kind, open_runner=lane.opener())
+        except Exception as exc:  # the verdict stands; only the explanation is missing
+            report.notes.append(f"{case.inputs} on {lane.name}: module localisation unavailable: "
+                                f"{type(exc).__name__}: {one_line(exc)[:200]}")  # fmt: skip
+    if lane.kind != "reference":
+        try:
+            case.divergence = first_divergence(data, feeds, lane.kind, open_runner=lane.opener())
+        except Exception as exc:  # the verdict stands; only the explanation is missing
+            case.localisation = f"localisation unavailable: {type(exc).__name__}: {one_line(exc)[:200]}"
+
+
+def _symbol_sizes(specs: list, feeds: list[np.ndarray]) -> dict[str, int]:
+    """``{symbolic dim: size}`` in one input set."""
+    sizes: dict[str, int] = {}
+    for (_, _, shape), feed in zip(specs, feeds):
+        for d, n in zip(shape, np.shape(feed)):
+            if isinstance(d, str) and d != "?":
+                sizes.setdefault(d, int(n))
+    return sizes
 
 
 def assert_parity(module: torch.nn.Module, inputs: Any, **kwargs: Any) -> ParityReport:
@@ -347,46 +418,6 @@ def _load_model(model: Any):
     raise TypeError(f"model must be ONNX bytes, an onnx.ModelProto or a path; got {type(model).__name__}")
 
 
-def _tolerance_rule(given: Any, names: list[str], module: Any):
-    """``(output_name, dtype) -> (rtol, atol)``: the caller's, else a one-op model's registry entry, else by dtype;
-    a ``None`` in the caller's pair takes that default."""
-    spec = getattr(module, "spec", None)
-    overrides = _checked_tolerances(given, names) if given is not None else {}
-
-    def default(dtype: np.dtype) -> tuple[float, float]:
-        torch_dtype = getattr(torch, np.dtype(dtype).name, None)
-        if spec is not None and torch_dtype in spec.tolerances:
-            return spec.tolerances[torch_dtype]
-        return tolerance_for(dtype)
-
-    def rule(name: str, dtype: np.dtype) -> tuple[float, float]:
-        rtol, atol = overrides.get(name, (None, None))
-        if rtol is None or atol is None:
-            base = default(dtype)
-            rtol, atol = base[0] if rtol is None else rtol, base[1] if atol is None else atol
-        return rtol, atol
-
-    return rule
-
-
-def _checked_tolerances(given: Any, names: list[str]) -> dict[str, tuple[float | None, float | None]]:
-    if not isinstance(given, Mapping):
-        raise TypeError(f"tolerances must be a dict {{output_name: (rtol, atol)}}; got {type(given).__name__}")
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise ValueError(f"tolerances name outputs {unknown} that the model does not have; its outputs are {names}")
-    out = {}
-    for name, pair in given.items():
-        try:
-            rtol, atol = (None if v is None else float(v) for v in pair)
-        except (TypeError, ValueError):
-            raise ValueError(f"tolerances[{name!r}] must be (rtol, atol); got {pair!r}") from None
-        if not all(v is None or (v >= 0 and math.isfinite(v)) for v in (rtol, atol)):
-            raise ValueError(f"tolerances[{name!r}] = {pair!r}: rtol and atol must be finite and >= 0 (or None)")
-        out[name] = (rtol, atol)
-    return out
-
-
 def _numpy(value: Any) -> np.ndarray:
     return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
@@ -398,27 +429,30 @@ def _cast_float(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return array
 
 
-def _resized_set(module, model: bytes, specs, example, report: ParityReport) -> dict[str, tuple]:
+def _resized_set(module, model: bytes, specs, example, report: ParityReport) -> tuple[dict[str, tuple], dict]:
     """Every symbolic dim one larger than in the example (so that a size baked into the graph shows), when
-    the model has symbolic dims and PyTorch accepts that size."""
+    the model has symbolic dims and PyTorch accepts that size; with how its inputs were made."""
+    from export_tools.parity.inputs import generate_inputs
+
     dims = {}
     for (_, _, shape), tensor in zip(specs, example):
         for i, d in enumerate(shape):
             if isinstance(d, str) and d != "?" and i < len(tensor.shape):
                 dims.setdefault(d, int(tensor.shape[i]) + 1)
     if not dims:
-        return {}
+        return {}, {}
     try:
-        fresh = random_inputs(model, dims=dims, seed=1)
+        made = generate_inputs(model, dims=dims, seed=1)
     except ValueError as exc:  # e.g. the example was just under the input size limit
         report.notes.append(f"no resized input set: {exc}")
-        return {}
-    feeds = [_cast_float(f, _numpy(t).dtype) for f, t in zip(fresh, example)]
+        return {}, {}
+    feeds = [_cast_float(g.array, _numpy(t).dtype) for g, t in zip(made, example)]
     try:
         TorchRunner(module).run(feeds)
     except Exception as exc:
         report.notes.append(
             f"PyTorch rejects the example sizes + 1 ({type(exc).__name__}): checked at the example only"
         )
-        return {}
-    return {"resized " + ",".join(f"{k}={v}" for k, v in dims.items()): feeds}
+        return {}, {}
+    name = "resized " + ",".join(f"{k}={v}" for k, v in dims.items())
+    return {name: feeds}, {name: {"seed": 1, "dims": dims, "generated": [g.facts() for g in made]}}

@@ -11,10 +11,14 @@ from typing import Any
 
 from export_tools.parity.compare import OutputStats
 
-SCHEMA = "kpx.parity/3"
+SCHEMA = "kpx.parity/4"
 """Version 2 added ``Case.failure`` (a runtime that crashed, hung or ran out of memory), ``Case.localisation``
 (why a failed case could not be localised) and the report's ``notes``. Version 3 added ``Case.where``: for a
-failed case judged against PyTorch, the first module whose output departs (:mod:`export_tools.parity.where`)."""
+failed case judged against PyTorch, the first module whose output departs (:mod:`export_tools.parity.where`).
+Version 4 judges outputs against their scale (each output's ``scale`` and ``scale_tol``) and keypoint outputs in
+pixels (``max_abs_px`` and ``keypoints``: displacements, ambiguous peaks, drift, departures), records how each
+generated input was made (``inputs[].generated``), and ``where`` says ``unpaired`` for module outputs it could not
+prove to be the ONNX value it would compare (status ``upstream`` when a module's input already departs)."""
 
 
 @dataclass
@@ -109,6 +113,8 @@ class ParityReport:
                     f"{o.max_abs:>9.2e} {o.max_rel:>9.2e} {o.p99_abs:>9.2e} {px} {pattern:^7}  "
                     f"{'yes' if o.passed else 'NO'}"
                 )
+        lines += [f"{c.inputs} on {c.runtime}: {o.name}: {o.keypoints.summary()}" for c in self.cases
+                  for o in c.outputs if o.keypoints is not None]  # fmt: skip
         lines += [f"{c.inputs} on {c.runtime}: {c.where}" for c in self.cases if c.where]
         lines += [f"{c.inputs} on {c.runtime}: {c.divergence}" for c in self.cases if c.divergence]
         lines += [f"{c.inputs} on {c.runtime}: {c.localisation}" for c in self.cases if c.localisation]

@@ -15,13 +15,19 @@ that PyTorch does not have). This module compares the PyTorch model with the fil
 3. Those values become extra graph outputs; the file runs on the runtime under test with the same feeds.
 4. Module by module, in execution order, the runtime's value is compared with PyTorch's at the tolerance of
    the runtime value's dtype (:data:`~export_tools.parity.localize.LOCALIZE_TOLERANCES`, ``atol`` scaled by
-   the value's largest magnitude, so that a sum with cancellation is judged relative to its terms). A value
-   whose shape differs from PyTorch's (another layout) is not comparable and is skipped, never flagged.
+   the value's largest magnitude, so that a sum with cancellation is judged relative to its terms). Only values
+   proven to be the same are compared: a module called once whose returned tensors and outgoing ONNX values match
+   one to one (one each, or each shape held by exactly one), or a module called several times with one tensor and
+   one value per call (in call order). Anything else is **unpaired** (listed, never compared): a ``ModelOutput``
+   of five same-shaped tensors of which one leaves the module cannot say which one it is. A value whose shape
+   differs from PyTorch's (another layout) is not comparable either.
 
 The answer names the first departing module (qualified name, class, the kpx op when its nodes are one, the
 ONNX nodes it became, the error, the source line from the stack trace) and how the error grows downstream.
-When every module agrees but an output does not, the difference is in the code between modules: the nodes
-traced directly in a ``forward`` are named instead.
+When that module's input already departs, the difference comes from before it (status ``upstream``: the nodes or
+the uncompared module that made the input). When every compared module agrees but an output does not, the
+difference is in the code between modules (``glue``: the nodes traced directly in a ``forward``, or the module
+that made the output when it could not be compared).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from export_tools.graph import (
     node_origins,
     split_stack_trace,
 )
+from export_tools.models import eval_mode
 from export_tools.parity.compare import compare_output
 from export_tools.parity.localize import LOCALIZE_TOLERANCES
 from export_tools.parity.pytorch import flatten_outputs
@@ -76,11 +83,14 @@ class ModuleRow:
 class ModuleDivergence:
     """Where the file departs from its PyTorch model.
 
-    ``status``: ``"module"`` (a module's output departs: the fields describe it), ``"glue"`` (every module agrees
-    but an output does not: ``nodes`` are the ONNX nodes traced directly in a ``forward``), ``"outputs agree"``
-    (nothing departs on this runtime at these tolerances: a failed case with this status failed on a difference
-    spread over the graph, typically rounding under a tighter verdict tolerance) or ``"unmapped"`` (the file
-    carries no scope metadata). A graph output whose shape differs from PyTorch's departs (a ``"glue"`` row).
+    ``status``: ``"module"`` (a module's output departs and its inputs agree: the fields describe it),
+    ``"upstream"`` (the first departing module's input ``value`` already departs: ``nodes`` made it, or
+    ``producer``, a module that could not be compared), ``"glue"`` (every compared module agrees but an output
+    does not: ``nodes`` are the ONNX nodes traced directly in a ``forward``, or ``producer`` made it),
+    ``"outputs agree"`` (nothing departs on this runtime at these tolerances: a failed case with this status failed
+    on a difference spread over the graph, typically rounding under a tighter verdict tolerance) or
+    ``"unmapped"`` (the file carries no scope metadata). A graph output whose shape differs from PyTorch's departs
+    (a ``"glue"`` row). ``unpaired`` lists the modules whose outputs could not be proven to be an ONNX value.
     """
 
     status: str
@@ -103,6 +113,8 @@ class ModuleDivergence:
     downstream: list[ModuleRow] = field(default_factory=list)
     compared: int = 0
     skipped: list[str] = field(default_factory=list)  # "module: why" for modules that could not be compared
+    unpaired: list[str] = field(default_factory=list)  # modules whose outputs are not proven to be an ONNX value
+    producer: str | None = None  # upstream/glue: the uncompared module that made the departing value
     note: str | None = None
 
     def as_dict(self) -> dict:
@@ -120,9 +132,16 @@ class ModuleDivergence:
             )
         nodes = ", ".join(f"{n} ({t})" for n, t in list(zip(self.nodes, self.op_types))[:6])
         more = f" and {len(self.nodes) - 6} more" if len(self.nodes) > 6 else ""
+        made = f"ONNX nodes {nodes}{more}" if self.nodes else "no ONNX node found"
+        if self.producer:
+            made = f"module {self.producer!r}, which could not be compared ({made})"
+        error = f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}"
         if self.status == "glue":
-            lines = [f"where: every module output agrees ({self.compared} compared), but {self.value!r} departs: the "
-                     f"difference is in code between modules, in ONNX nodes {nodes}{more}"]  # fmt: skip
+            lines = [f"where: every compared module output agrees ({self.compared} compared), but {self.value!r} "
+                     f"departs ({error}): the difference is after the last compared module, in {made}"]  # fmt: skip
+        elif self.status == "upstream":
+            lines = [f"where: module {self.module!r} ({self.cls}) departs, but its input {self.value!r} already "
+                     f"departs ({error}); it comes from {made}"]  # fmt: skip
         else:
             what = f"kpx op {self.kpx_op} in module {self.module!r}" if self.kpx_op else f"module {self.module!r}"
             pattern = "" if self.nan_inf_equal else ", NaN/Inf at other places"
@@ -131,10 +150,14 @@ class ModuleDivergence:
                       None: "", False: ""}[self.inputs_agree]  # fmt: skip
             lines = [
                 f"where: first departing {what} ({self.cls}), {self.compared} module output(s) compared{inputs}",
-                f"  became ONNX nodes {nodes}{more}; value {self.value!r} ({self.dtype}): max abs "
+                f"  became {made}; value {self.value!r} ({self.dtype}): max abs "
                 f"{self.max_abs:.3g}{share}, max rel {self.max_rel:.3g}{pattern} (tolerance rtol {self.rtol:g}, "
                 f"atol {self.atol:g} x max(1, max|value|))",
             ]
+        if self.unpaired:
+            names = ", ".join(u.split(":")[0] for u in self.unpaired[:4])
+            lines.append(f"  unpaired (not compared): {names}" + (f" and {len(self.unpaired) - 4} more"
+                                                                     if len(self.unpaired) > 4 else ""))  # fmt: skip
         if self.source:
             lines.append(f"  source: {self.source}" + (f": {self.code}" if self.code else ""))
         if self.downstream:
@@ -196,8 +219,9 @@ def first_departing_module(
     actual.update({i.name: np.asarray(f) for i, f in zip(graph.input, feeds)})
 
     nodes_of = {q: [n for n in graph.node if q in scopes[n.name][:-1]] for q in values}
-    rows: list[tuple[ModuleRow, str]] = []  # (row, qualified name) in execution order
+    rows: list[tuple[ModuleRow, str, int]] = []  # (row, qualified name, call index) in execution order
     skipped: list[str] = []
+    unpaired: list[str] = []
     seen_calls: dict[str, int] = {}
     count = {q: sum(1 for c in calls if c[0] == q) for q, *_ in calls}
     inputs_of: dict[tuple[str, int], list[np.ndarray]] = {}
@@ -211,18 +235,13 @@ def first_departing_module(
         pairs = _pair(outputs, values[name], actual, index, count[name])
         if pairs is None:
             if index == 0:
-                skipped.append(f"{name}: called {count[name]} times with {len(outputs)} output(s) each; its ONNX "
-                               f"values {values[name]} cannot be told apart")  # fmt: skip
+                shapes = ", ".join("x".join(map(str, o.shape)) for o in outputs[:4])
+                unpaired.append(f"{name}: called {count[name]} time(s), returns {len(outputs)} tensor(s) ({shapes}); "
+                                f"ONNX values {values[name][:4]} leave it: which is which is not proven")  # fmt: skip
             continue
         kpx_op = _kpx_op(nodes_of[name], origins)
         for expected, value in pairs:
-            got = actual[value]
-            if got.shape != expected.shape and got.size == expected.size and _squeezed(got) == _squeezed(expected):
-                got = got.reshape(expected.shape)
-            if got.shape != expected.shape:
-                skipped.append(f"{name}: ONNX value {value!r} has shape {list(got.shape)}, PyTorch "
-                               f"{list(expected.shape)} (another layout: not comparable)")  # fmt: skip
-                continue
+            got = _fitted(actual[value], expected)
             stats = _compare(value, expected, got, table)
             same = stats.nan_pattern_equal and stats.inf_pattern_equal
             row = ModuleRow(name, cls, value, str(got.dtype), stats.max_abs, stats.max_rel, stats.passed, same, kpx_op)
@@ -230,33 +249,33 @@ def first_departing_module(
     final = _final_rows(module, torch_feeds, graph_outputs, actual, table)
     compared = len(rows)
     first = next((i for i, (row, _, _) in enumerate(rows) if not row.passed), None)
+    compared_modules = {name for _, name, _ in rows}
     if first is None:
         bad = next((row for row in final if not row.passed), None)
         if bad is None:
-            return ModuleDivergence("outputs agree", compared=compared, skipped=skipped,
+            return ModuleDivergence("outputs agree", compared=compared, skipped=skipped, unpaired=unpaired,
                                     note=f"on {runtime}, at {_tolerance_text(table)}")  # fmt: skip
-        glue = _glue_nodes(graph, scopes, bad.value, set(values))
+        glue, producer = _made_by(graph, scopes, bad.value, compared_modules)
         source, code = _source([origins.get(n.name, {}) for n in glue], None)
         return ModuleDivergence("glue", value=bad.value, dtype=bad.dtype, max_abs=bad.max_abs, max_rel=bad.max_rel,
                                 nodes=[n.name for n in glue], op_types=[n.op_type for n in glue], source=source,
-                                code=code, downstream=final, compared=compared, skipped=skipped)  # fmt: skip
+                                code=code, downstream=final, compared=compared, skipped=skipped, unpaired=unpaired,
+                                producer=producer)  # fmt: skip
     row, name, index = rows[first]
     inputs_agree = None
     pairs = _pair(inputs_of[(name, index)], reads.get(name, []), actual, index, count[name]) or []
-    for expected, value in pairs:  # an input that already departs: the difference is upstream, between modules
-        if actual[value].shape != expected.shape:
-            continue
-        stats = _compare(value, expected, actual[value], table)
+    for expected, value in pairs:  # an input that already departs: the difference is upstream
+        stats = _compare(value, expected, _fitted(actual[value], expected), table)
         inputs_agree = bool(stats.passed and inputs_agree is not False)
         if not stats.passed:
-            glue = _glue_nodes(graph, scopes, value, set(values))
+            glue, producer = _made_by(graph, scopes, value, compared_modules)
             source, code = _source([origins.get(n.name, {}) for n in glue], None)
             later = [r for r, q, _ in rows[first:]]
-            return ModuleDivergence("glue", value=value, dtype=str(actual[value].dtype), max_abs=stats.max_abs,
-                                    max_rel=stats.max_rel, nodes=[n.name for n in glue],
+            return ModuleDivergence("upstream", module=name, cls=row.cls, value=value, dtype=str(actual[value].dtype),
+                                    max_abs=stats.max_abs, max_rel=stats.max_rel, nodes=[n.name for n in glue],
                                     op_types=[n.op_type for n in glue], source=source, code=code,
                                     downstream=[*later[:DOWNSTREAM_ROWS], *final], compared=compared,
-                                    skipped=skipped)  # fmt: skip
+                                    skipped=skipped, unpaired=unpaired, producer=producer)  # fmt: skip
     nodes = nodes_of[name]
     rtol, atol = table.get(row.dtype, (0.0, 0.0))
     owner = dict(module.named_modules()).get(name)
@@ -270,7 +289,7 @@ def first_departing_module(
         op_types=[n.op_type for n in nodes], value=row.value, dtype=row.dtype, max_abs=row.max_abs,
         max_rel=row.max_rel, rtol=rtol, atol=atol, nan_inf_equal=row.nan_inf_equal, source=source, code=code,
         scale=float(finite.max()) if finite.size else None, inputs_agree=inputs_agree,
-        downstream=[*later[:DOWNSTREAM_ROWS], *final], compared=compared, skipped=skipped,
+        downstream=[*later[:DOWNSTREAM_ROWS], *final], compared=compared, skipped=skipped, unpaired=unpaired,
     )  # fmt: skip
 
 
@@ -301,14 +320,12 @@ def _record_calls(module: torch.nn.Module, feeds: Sequence[np.ndarray]) -> list[
     named = [(n, m) for n, m in module.named_modules() if n]
     handles = [m.register_forward_pre_hook(before) for _, m in named]
     handles += [m.register_forward_hook(hook(n)) for n, m in named]
-    was_training = module.training
     try:
-        with torch.no_grad():
-            module.eval()(*[torch.from_numpy(np.ascontiguousarray(a)) for a in feeds])
+        with torch.no_grad(), eval_mode(module):
+            module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in feeds])
     finally:
         for h in handles:
             h.remove()
-        module.train(was_training)
     return calls
 
 
@@ -323,8 +340,8 @@ def _tensors(value: Any) -> list[torch.Tensor]:
 
 
 def _final_rows(module, feeds, names: list[str], actual: dict, table) -> list[ModuleRow]:
-    with torch.no_grad():
-        outputs = flatten_outputs(module.eval()(*[torch.from_numpy(np.ascontiguousarray(a)) for a in feeds]))
+    with torch.no_grad(), eval_mode(module):
+        outputs = flatten_outputs(module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in feeds]))
     rows = []
     for name, expected in zip(names, outputs):
         got, exp = actual[name], expected.detach().cpu().numpy()
@@ -385,17 +402,33 @@ def _module_inputs(graph, scopes: dict[str, list[str]]) -> dict[str, list[str]]:
 
 
 def _pair(outputs: list[np.ndarray], values: list[str], actual: dict, index: int, calls: int):
-    """``[(PyTorch array, ONNX value)]`` for call ``index`` of ``calls``, or ``None`` when ambiguous."""
-    if calls * len(outputs) == len(values):
-        return list(zip(outputs, values[index * len(outputs) : (index + 1) * len(outputs)]))
-    if calls != 1:
-        return None
-    pairs = []
-    for expected in outputs:  # one call: each output with the ONNX value of its shape, when only one has it
-        same = [v for v in values if actual[v].shape == expected.shape]
-        if len(same) == 1:
+    """``[(PyTorch array, ONNX value)]`` for call ``index`` of ``calls``, only where the pairing is proven (see the
+    module doc), else ``None`` (unpaired)."""
+    if calls == 1:
+        if len(outputs) != len(values) or not outputs:
+            return None
+        if len(outputs) == 1:
+            return [(outputs[0], values[0])] if _fits(actual[values[0]], outputs[0]) else None
+        pairs = []
+        for expected in outputs:  # several: each tensor's shape held by exactly one value
+            same = [v for v in values if actual[v].shape == expected.shape]
+            if len(same) != 1:
+                return None
             pairs.append((expected, same[0]))
-    return pairs or None
+        return pairs if len({v for _, v in pairs}) == len(pairs) else None
+    if len(outputs) == 1 and len(values) == calls:  # a module reused: one tensor, one value per call, call order
+        value = values[index]
+        return [(outputs[0], value)] if _fits(actual[value], outputs[0]) else None
+    return None
+
+
+def _fits(got: np.ndarray, expected: np.ndarray) -> bool:
+    """The same shape, or the same values laid out with other size-1 dims."""
+    return got.shape == expected.shape or (got.size == expected.size and _squeezed(got) == _squeezed(expected))
+
+
+def _fitted(got: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    return got if got.shape == expected.shape else got.reshape(expected.shape)
 
 
 def _squeezed(a: np.ndarray) -> tuple[int, ...]:
@@ -421,8 +454,9 @@ def _kpx_op(nodes: list[Any], origins: dict[str, dict[str, str]]) -> str | None:
     return ", ".join(sorted(ops)) or None
 
 
-def _glue_nodes(graph, scopes, value: str, modules: set[str]) -> list[Any]:
-    """The nodes that ``value`` depends on and that belong to no compared module (code between modules)."""
+def _made_by(graph, scopes, value: str, compared: set[str]) -> tuple[list[Any], str | None]:
+    """The nodes that ``value`` depends on back to the last compared modules and that belong to none of them (code
+    between modules), and, when the value's own producer sits in a module that was not compared, that module."""
     producer = {o: n for n in graph.node for o in n.output if o}
     out, todo, seen = [], [value], set()
     while todo:
@@ -430,11 +464,14 @@ def _glue_nodes(graph, scopes, value: str, modules: set[str]) -> list[Any]:
         if node is None or node.name in seen:
             continue
         seen.add(node.name)
-        if not (set(scopes[node.name][:-1]) & modules):
+        if not (set(scopes[node.name][:-1]) & compared):
             out.append(node)
             todo.extend(node.input)
     order = {n.name: i for i, n in enumerate(graph.node)}
-    return sorted(out, key=lambda n: order[n.name])
+    owner = producer.get(value)
+    modules = scopes[owner.name][:-1] if owner is not None else []
+    uncompared = next((q for q in reversed(modules) if q not in compared), None)
+    return sorted(out, key=lambda n: order[n.name]), uncompared
 
 
 def _holds_float16(graph) -> bool:
