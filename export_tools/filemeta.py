@@ -68,8 +68,12 @@ def _kpx_producer(name: str, producers: Mapping[str, tuple[Any, int]]) -> tuple[
     if name not in producers:
         return None
     node, index = producers[name]
+    seen = {id(node)}
     while node.op_type == "Identity" and node.domain == "" and node.input[0] in producers:
         node, index = producers[node.input[0]]  # torch copies an output that is returned twice
+        if id(node) in seen:  # an Identity that reads its own output (torch, a returned input renamed): no kpx op
+            return None
+        seen.add(id(node))
     return (node, index) if node.domain == DOMAIN else None
 
 

@@ -77,7 +77,7 @@ HEAD = textwrap.dedent(
 
     class Dict(torch.nn.Module):
         def forward(self, x):
-            return {"a": x}
+            return {"a": None}
 
 
     def as_dict():
@@ -172,7 +172,7 @@ def test_export_factory_with_weights_dynamic_dims_and_check(capsys, work):
     dims = [d.dim_param or d.dim_value for d in onnx.load("h.onnx").graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["B", 8, "H", "W"]
     report = json.loads(Path("r.json").read_text())
-    assert report["schema"] == "kpx.parity/3" and report["verdict"] == "pass"
+    assert report["schema"] == "kpx.parity/4" and report["verdict"] == "pass"
 
 
 def test_export_loads_the_weights(capsys, work):
@@ -286,7 +286,7 @@ BAD_EXPORTS = {
         "one symbolic name is one size",
     ),
     "forward(*args)": (["export", "head.py:star", "-o", "x.onnx", "--input", "xs:2x2"], "forward(*args)"),
-    "dict output": (["export", "head.py:as_dict", "-o", "x.onnx", "--input", "x:2x2"], "returns a dict"),
+    "dict without tensors": (["export", "head.py:as_dict", "-o", "x.onnx", "--input", "x:2x2"], "returns dict"),
     "factory calls sys.exit": (["export", "head.py:exits", "-o", "x.onnx"], "called sys.exit(0)"),
     "model file without .py": (["export", "head:build.x", "-o", "x.onnx"], "not found"),
     "output is a directory": (["export", "builtin:spatial_softmax2d", "-o", "."], "is a directory"),
@@ -437,14 +437,23 @@ def test_check_against_a_pytorch_reference_with_npz_inputs(capsys, exported, tmp
 
 
 def test_check_tolerance_flags_decide_the_verdict(capsys, exported, tmp_path, work):
+    """The file's soft-argmax output is a keypoint output in pixels: a reference 1e-3 px away passes the pixel
+    verdict, one 0.5 px away fails it unless --px-tol allows it; --atol/--rtol make the float tolerance decide."""
     (work / "ref.py").write_text(
-        "import torch, custom_ops\n\nclass Off(torch.nn.Module):\n    def forward(self, x):\n"
-        "        return custom_ops.spatial_soft_argmax2d(x, 2.0, False) + 1e-3\n\ndef off():\n    return Off()\n"
+        "import torch, custom_ops\n\nclass Off(torch.nn.Module):\n    def __init__(self, by):\n"
+        "        super().__init__()\n        self.by = by\n    def forward(self, x):\n"
+        "        return custom_ops.spatial_soft_argmax2d(x, 2.0, False) + self.by\n\n"
+        "def near():\n    return Off(1e-3)\n\ndef far():\n    return Off(0.5)\n"
     )
-    argv = ["check", str(exported), "--reference", "ref.py:off", "--dim", "B=1", "--dim", "N=2", "--dim", "H=4",
-            "--dim", "W=4"]  # fmt: skip
-    assert run(capsys, *argv)[0] == 1
-    assert run(capsys, *argv, "--atol", "2e-3")[0] == 0
+    dims = ["--dim", "B=1", "--dim", "N=2", "--dim", "H=4", "--dim", "W=4"]
+    near = ["check", str(exported), "--reference", "ref.py:near", *dims]
+    far = ["check", str(exported), "--reference", "ref.py:far", *dims]
+    assert run(capsys, *near)[0] == 0
+    assert run(capsys, *near, "--atol", "1e-4")[0] == 1
+    assert run(capsys, *near, "--atol", "2e-3")[0] == 0
+    code, out, _ = run(capsys, *far)
+    assert code == 1 and "0.707 map px" in out, out
+    assert run(capsys, *far, "--px-tol", "0.75")[0] == 0
 
 
 BAD_CHECKS = {

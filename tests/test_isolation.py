@@ -120,7 +120,7 @@ def test_the_cli_reports_a_crashing_runtime_with_exit_1(model, misbehaving, tmp_
     out = capsys.readouterr().out
     assert code == 1 and "FAILED: crashed with SIGSEGV during load" in out and "verdict: FAIL" in out
     assert "ort-cpu" in out  # the table holds the runtimes that ran
-    assert json.loads(report.read_text())["schema"] == "kpx.parity/3"
+    assert json.loads(report.read_text())["schema"] == "kpx.parity/4"
 
 
 def test_real_onnx_runtime_crash_on_an_fp16_transformer_is_survived():

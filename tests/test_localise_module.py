@@ -82,7 +82,7 @@ def test_tampered_conv_weight_names_the_conv_module_and_its_line(tmp_path):
     assert [r.module for r in where.downstream] == ["soft", "output spatial_soft_argmax2d"]
     assert not any(r.passed for r in where.downstream)
     # the JSON report (schema 3) and assert_parity's message carry it
-    assert SCHEMA == "kpx.parity/3"
+    assert SCHEMA == "kpx.parity/4"
     doc = json.loads(report.write_json(tmp_path / "r.json").read_text())
     assert doc["schema"] == SCHEMA and doc["cases"][0]["where"]["module"] == "conv"
     with pytest.raises(AssertionError, match=r"first departing module 'conv' \(Conv2d\)"):

@@ -479,16 +479,18 @@ def test_kpx_check_of_a_decode_file_at_real_size_against_float64(tmp_path, capsy
     assert code == 0 and "onnx-ref-float64" in out and "verdict: PASS" in out
 
 
-def test_fp16_argmax_flips_are_a_localised_fail_not_a_crash(tmp_path, capsys):
-    """An fp16 export on near-flat maps flips the hard argmax: exit 1 with the table and the localisation
-    (it used to end in 'ValueError: Need at least 0 and at most 64 array objects', exit 2)."""
+def test_fp16_argmax_flips_are_an_explained_fail_not_a_crash(tmp_path, capsys):
+    """An fp16 export on near-flat maps (values 1 +- 3e-4, below float16's resolution at 1) moves keypoints by up to
+    ~1.4 heatmap px through DARK: exit 1 with the table and the explanation (it once ended in 'ValueError: Need at
+    least 0 and at most 64 array objects', exit 2). With weights 10x larger the same head moves them by 0.04 px and
+    passes: that was a float-tolerance false alarm."""
     from export_tools import cli
 
     (tmp_path / "flat.py").write_text(
         "import torch, custom_ops\n\nclass Head(torch.nn.Module):  # a conv head whose maps are nearly flat\n"
         "    def __init__(self):\n        super().__init__()\n        torch.manual_seed(0)\n"
         "        self.conv = torch.nn.Conv2d(8, 17, 1)\n        torch.nn.init.constant_(self.conv.bias, 1.0)\n"
-        "        self.conv.weight.data *= 1e-3\n        self.decode = custom_ops.DecodeHeatmaps(refine='dark')\n"
+        "        self.conv.weight.data *= 1e-4\n        self.decode = custom_ops.DecodeHeatmaps(refine='dark')\n"
         "    def forward(self, features):\n        return self.decode(self.conv(features))\n\n"
         "def build():\n    return Head()\n"
     )
@@ -496,7 +498,7 @@ def test_fp16_argmax_flips_are_a_localised_fail_not_a_crash(tmp_path, capsys):
                      "features:2x8x64x48", "--dtype", "fp16", "--check"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1 and "verdict: FAIL" in out, out
-    assert "first diverging node" in out or "localisation unavailable" in out
+    assert "rounding drift" in out or "ambiguous peak" in out, out
 
 
 def test_localisation_that_fails_leaves_the_table_and_the_verdict(monkeypatch):

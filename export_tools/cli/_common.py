@@ -310,7 +310,8 @@ def forward_check(module, example: tuple, names: list[str]) -> None:
     except TypeError:
         flat = []
     if not flat:
-        raise UsageError(f"the model returns {type(outputs).__name__}; it must return a tensor or a tuple of tensors")
+        raise UsageError(f"the model returns {type(outputs).__name__} without tensors; it must return a tensor, or a "
+                         "tuple or dict of tensors")  # fmt: skip
 
 
 def export_model(loaded, example: tuple, dynamic, input_names: list[str], log: Log, **options: Any):

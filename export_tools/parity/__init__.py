@@ -116,7 +116,8 @@ def check_parity(
         tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs); ``None`` for
             either keeps its default. Default: the op's registry tolerances for a one-op model
             (``export_tools.models.OpModel``), else by output dtype. ``scale_tol``: the share of each output's
-            largest |value| added to ``atol`` (default by dtype: 1e-5 float32, 5e-3 float16; docs/parity.md).
+            largest |value| added to ``atol`` (default by dtype: 1e-5 float32, 5e-3 float16, docs/parity.md; 0 where
+            ``tolerances`` or the registry set the output's tolerance).
         px_tol: keypoint outputs (the file's ``kpx.outputs``, or ``pixels_per_unit``) are judged by each
             keypoint's displacement in pixels (network-input pixels for files that map through boxes), at most
             ``px_tol`` (default 0.1). ``allow_flips``: the share of keypoints that may move further because their
@@ -262,7 +263,7 @@ def _departs(case: Case) -> bool:
         if o.passed:
             continue
         kp = o.keypoints
-        if kp is None or kp.departures or kp.analysis is not None or not kp.nan_pattern_equal:
+        if kp is None or not kp.decides or kp.departures or kp.analysis is not None or not kp.nan_pattern_equal:
             return True
     return False
 

@@ -66,16 +66,19 @@ class Judge:
 
     def tolerance(self, name: str, dtype: np.dtype) -> Tolerance:
         """The caller's ``(rtol, atol)`` for ``name`` (a ``None`` takes the default), else a one-op model's registry
-        entry, else the dtype's default; ``scale_tol`` the caller's, else the dtype's."""
-        rtol, atol = self.overrides.get(name, (None, None))
-        if rtol is None or atol is None:
-            torch_dtype = getattr(torch, np.dtype(dtype).name, None)
-            if self.spec is not None and torch_dtype in self.spec.tolerances:
-                base = self.spec.tolerances[torch_dtype]
-            else:
-                base = tolerance_for(dtype)
-            rtol, atol = base[0] if rtol is None else rtol, base[1] if atol is None else atol
-        scale = scale_tolerance_for(dtype) if self.scale_tol is None or np.dtype(dtype).kind != "f" else self.scale_tol
+        entry, else the dtype's default. ``scale_tol``: the caller's, else the dtype's where kpx's defaults judge
+        (``(rtol, atol)`` given by the caller or the op's registry entry are taken as they are: 0)."""
+        torch_dtype = getattr(torch, np.dtype(dtype).name, None)
+        given = self.overrides.get(name, (None, None))
+        registry = self.spec is not None and torch_dtype in self.spec.tolerances
+        base = self.spec.tolerances[torch_dtype] if registry else tolerance_for(dtype)
+        rtol, atol = base[0] if given[0] is None else given[0], base[1] if given[1] is None else given[1]
+        if np.dtype(dtype).kind != "f":
+            scale = 0.0
+        elif self.scale_tol is not None:
+            scale = self.scale_tol
+        else:
+            scale = 0.0 if registry or name in self.overrides else scale_tolerance_for(dtype)
         return Tolerance(rtol, atol, scale)
 
     def _float_rule(self, name: str, dtype: np.dtype) -> bool:

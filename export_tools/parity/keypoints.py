@@ -285,7 +285,7 @@ def judge_keypoints(
         output_units={"frame": "frame px"}.get(output.space), nan_pattern_equal=nan_equal,
         output_dtype=str(np.asarray(actual).dtype),
     )  # fmt: skip
-    stats.detail = KeypointDetail(judged, finite, None, e3, a3)
+    stats.detail = KeypointDetail(judged, finite, None, e3, a3, allowed)
     if not stats.moved and not always:
         return stats
     found = analyse() if analyse is not None else "the file's decoder inputs were not found"
@@ -304,13 +304,14 @@ def judge_keypoints(
 @dataclass
 class KeypointDetail:
     """Arrays behind a :class:`KeypointStats`, for plots: judged displacements ``(rows, K)``, which were finite,
-    the decoder values, and both sides' keypoints ``(rows, K, 2)``."""
+    the decoder values, both sides' keypoints ``(rows, K, 2)`` and each keypoint's allowed displacement."""
 
     judged: np.ndarray
     finite: np.ndarray
     decoder: DecoderValues | None
     expected: np.ndarray
     actual: np.ndarray
+    allowed: np.ndarray  # px_tol plus the output dtype's rounding, per keypoint
 
 
 def _classify(

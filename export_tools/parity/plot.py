@@ -59,15 +59,18 @@ def plot_report(report: Any, path: str | Path, *, overwrite: bool = True) -> str
 
 def _histogram(ax: Any, label: str, items: list) -> None:
     values = np.concatenate([kp.detail.judged[kp.detail.finite] for _, _, kp in items])
+    allowed = np.concatenate([kp.detail.allowed[kp.detail.finite] for _, _, kp in items])
     units, tol = items[0][2].units, items[0][2].px_tol
+    rounding = " + float16 rounding" if items[0][2].output_dtype == "float16" else ""
     floor = 1e-9
     shown = np.clip(values, floor, None)
     low, high = np.log10(max(shown.min(), floor)), np.log10(max(shown.max(), tol * 10))
     ax.hist(shown, bins=np.logspace(low - 0.1, high + 0.1, 40), color="#4477aa")
     ax.set_xscale("log")
     ax.axvline(tol, color="#cc3311", linestyle="--", label=f"--px-tol {tol:g}")
-    moved = int((values > tol).sum())
-    ax.set_title(f"{label}\n{values.size} keypoints, max {values.max():.3g} {units}, {moved} moved > tol", fontsize=9)
+    moved = int((values > allowed).sum())
+    ax.set_title(f"{label}\n{values.size} keypoints, max {values.max():.3g} {units}, {moved} moved > tol{rounding}",
+                 fontsize=9)  # fmt: skip
     ax.set_xlabel(f"displacement ({units}; 0 drawn at {floor:g})")
     ax.set_ylabel("keypoints")
     ax.legend(fontsize=8)
@@ -97,11 +100,11 @@ def _worst(left: Any, right: Any, items: list) -> None:
         for (ax, _, who), m in zip(sides, maps):
             ax.imshow(m[y0, x0], cmap="magma", vmin=low, vmax=high, origin="upper",
                       extent=(x0.start - 0.5, x0.stop - 0.5, y0.stop - 0.5, y0.start - 0.5))  # fmt: skip
-            ax.plot(peaks[0][1], peaks[0][0], "o", mfc="none", mec="white", ms=12, label="reference peak")
-            ax.plot(peaks[1][1], peaks[1][0], "x", color="#ee3377", ms=10, mew=2, label=f"{who} peak")
-            ax.set_title(f"{who} heatmap around the peaks", fontsize=9)
-            ax.legend(fontsize=7, loc="lower right")
-        left.set_xlabel(title, fontsize=8)
+            ax.plot(peaks[0][1], peaks[0][0], "o", mfc="none", mec="#33bbee", mew=2, ms=14, label="reference's peak")
+            ax.plot(peaks[1][1], peaks[1][0], "x", color="#ee3377", ms=11, mew=2.5, label=f"{case.runtime}'s peak")
+            ax.set_title(f"{who}'s heatmap around both peaks", fontsize=9)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+        figure_title(left, title)
         return
     for ax, axis in ((left, 0), (right, 1)):  # SimCC: the x vectors on the left, the y vectors on the right
         for v, side, marker in ((values.reference, "reference", "o"), (values.runtime, case.runtime, "x")):
@@ -111,7 +114,12 @@ def _worst(left: Any, right: Any, items: list) -> None:
             ax.plot(int(np.argmax(clean)), float(clean.max()), marker, ms=8)
         ax.set_title(f"SimCC {'xy'[axis]} vectors, both sides", fontsize=9)
         ax.legend(fontsize=7)
-    left.set_xlabel(title, fontsize=8)
+    figure_title(left, title)
+
+
+def figure_title(ax: Any, text: str) -> None:
+    """The worst keypoint's line, above its two panels."""
+    ax.annotate(text, (0.0, 1.12), xycoords="axes fraction", fontsize=8, annotation_clip=False)
 
 
 def _window(peaks: list[tuple[int, int]], shape: tuple[int, int], half: int = 5) -> tuple[slice, slice]:

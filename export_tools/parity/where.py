@@ -84,9 +84,10 @@ class ModuleDivergence:
     """Where the file departs from its PyTorch model.
 
     ``status``: ``"module"`` (a module's output departs and its inputs agree: the fields describe it),
-    ``"upstream"`` (the first departing module's input ``value`` already departs: ``nodes`` made it, or
-    ``producer``, a module that could not be compared), ``"glue"`` (every compared module agrees but an output
-    does not: ``nodes`` are the ONNX nodes traced directly in a ``forward``, or ``producer`` made it),
+    ``"glue"`` (a value departs that code between modules made: ``nodes`` are those ONNX nodes; ``module`` is the
+    first departing module whose input it is, or ``None`` when every compared module agrees and a graph output
+    departs), ``"upstream"`` (the first departing module's input ``value`` comes from ``producer``, a module that
+    could not be compared),
     ``"outputs agree"`` (nothing departs on this runtime at these tolerances: a failed case with this status failed
     on a difference spread over the graph, typically rounding under a tighter verdict tolerance) or
     ``"unmapped"`` (the file carries no scope metadata). A graph output whose shape differs from PyTorch's departs
@@ -136,9 +137,15 @@ class ModuleDivergence:
         if self.producer:
             made = f"module {self.producer!r}, which could not be compared ({made})"
         error = f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}"
-        if self.status == "glue":
+        if self.status == "glue" and self.module is None:
             lines = [f"where: every compared module output agrees ({self.compared} compared), but {self.value!r} "
-                     f"departs ({error}): the difference is after the last compared module, in {made}"]  # fmt: skip
+                     f"departs ({error}): the difference is in code between modules, in {made}"]  # fmt: skip
+        elif self.status == "glue":
+            lines = [f"where: module {self.module!r} ({self.cls}) departs, but its input {self.value!r} already "
+                     f"departs ({error}): the difference is in code between modules, in {made}"]  # fmt: skip
+        elif self.status == "upstream" and self.module is None:
+            lines = [f"where: every compared module output agrees ({self.compared} compared), but {self.value!r} "
+                     f"departs ({error}); it comes from {made}"]  # fmt: skip
         elif self.status == "upstream":
             lines = [f"where: module {self.module!r} ({self.cls}) departs, but its input {self.value!r} already "
                      f"departs ({error}); it comes from {made}"]  # fmt: skip
@@ -257,7 +264,8 @@ def first_departing_module(
                                     note=f"on {runtime}, at {_tolerance_text(table)}")  # fmt: skip
         glue, producer = _made_by(graph, scopes, bad.value, compared_modules)
         source, code = _source([origins.get(n.name, {}) for n in glue], None)
-        return ModuleDivergence("glue", value=bad.value, dtype=bad.dtype, max_abs=bad.max_abs, max_rel=bad.max_rel,
+        status = "upstream" if producer else "glue"
+        return ModuleDivergence(status, value=bad.value, dtype=bad.dtype, max_abs=bad.max_abs, max_rel=bad.max_rel,
                                 nodes=[n.name for n in glue], op_types=[n.op_type for n in glue], source=source,
                                 code=code, downstream=final, compared=compared, skipped=skipped, unpaired=unpaired,
                                 producer=producer)  # fmt: skip
@@ -271,7 +279,8 @@ def first_departing_module(
             glue, producer = _made_by(graph, scopes, value, compared_modules)
             source, code = _source([origins.get(n.name, {}) for n in glue], None)
             later = [r for r, q, _ in rows[first:]]
-            return ModuleDivergence("upstream", module=name, cls=row.cls, value=value, dtype=str(actual[value].dtype),
+            status = "upstream" if producer else "glue"
+            return ModuleDivergence(status, module=name, cls=row.cls, value=value, dtype=str(actual[value].dtype),
                                     max_abs=stats.max_abs, max_rel=stats.max_rel, nodes=[n.name for n in glue],
                                     op_types=[n.op_type for n in glue], source=source, code=code,
                                     downstream=[*later[:DOWNSTREAM_ROWS], *final], compared=compared,
