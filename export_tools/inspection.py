@@ -73,7 +73,11 @@ def inspect_model(model) -> dict[str, Any]:
         problems.append(("the kpx metadata is gone (a graph tool dropped it): kpx inspect --target tensorrt-* "
                          "has no export sizes for its shape profiles", "kpx repair FILE -o FIXED.onnx restores "
                          "kpx.version/kpx.ops; give the sizes with --profile NAME=MIN:OPT:MAX"))  # fmt: skip
+    from export_tools.filemeta import OUTPUTS_KEY, POSE_KEY, read
+
     return {
+        "pose": read(model, POSE_KEY) or None,
+        "keypoint_outputs": {k: v for k, v in read(model, OUTPUTS_KEY).items() if v.get("kind") == "keypoints"},
         "problems": problems,
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
@@ -87,6 +91,21 @@ def inspect_model(model) -> dict[str, Any]:
         "initializers": len(model.graph.initializer),
         "metadata": meta,
     }
+
+
+def pose_text(pose: dict[str, Any]) -> str:
+    """A file's recorded decode settings (``kpx.pose``) on one line."""
+    parts = [str(pose.get("decode")), f"input {pose['input_size'][0]}x{pose['input_size'][1]}"]
+    if pose.get("udp"):
+        parts.append("udp")
+    if pose.get("crop"):
+        layout = "NHWC" if pose.get("channels_last") else "NCHW"
+        parts.append(f"crop from frames ({layout}), padding {pose['padding']:g}")
+    if pose.get("boxes"):
+        parts.append(f"boxes {pose['boxes']}")
+    if pose.get("mean") is not None:
+        parts.append(f"mean {pose['mean']} std {pose['std']}")
+    return ", ".join(parts)
 
 
 def format_inspection(info: dict[str, Any]) -> str:
@@ -106,6 +125,11 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines += [f"PROBLEM: {problem}", f"  fix: {fix}"]
     if kpx["form"] == "inline":
         lines.append(f"  inlined into standard ONNX: {', '.join(kpx['exported_ops'])}")
+    if info.get("pose"):
+        lines.append(f"decode: {pose_text(info['pose'])}")
+    for name, out in info.get("keypoint_outputs", {}).items():
+        lines.append(f"keypoints: {name} in {out.get('space', 'input')} pixels"
+                     + (" (normalized coordinates)" if out.get("units") == "normalized" else ""))  # fmt: skip
     if info["functions"]:
         lines.append(
             "functions: " + ", ".join(f"{f['domain']}.{f['name']} ({f['nodes']} nodes)" for f in info["functions"])
