@@ -11,6 +11,9 @@ function bodies alike. The rewrites (measured on every kpx op, docs/deployment.m
   this is ``a mod b`` wherever ``a >= 0`` and ``b > 0`` (for a negative operand the sign follows ``a``,
   not ``b``). kpx's bodies take ``Mod`` only of a flat index (``ArgMax`` or ``Range`` output, ``>= 0``) by a
   width (``> 0``). pnnx 20261020 aborts on an int64 ``Mod`` it cannot fold (``std::out_of_range``).
+- ``Less(a, b)`` -> ``Greater(b, a)``: the same comparison (NaN: false both ways). MNN 3.6.1's float ``Less``
+  is wrong when both operands are negative (measured: ``Less(-0.13, -1.27)`` gives true, as if it compared the
+  floats' bit patterns as integers); its ``Greater`` is right.
 
 Which rewrites a target gets is :data:`LOWERINGS`. The result is checked with
 ``onnx.checker.check_model(full_check=True)``; the model's ``kpx.lowering`` metadata records what was done.
@@ -26,14 +29,15 @@ from export_tools.graph import DEFAULT_DOMAINS, metadata, set_metadata, subgraph
 
 #: target -> the rewrites it needs (names of :data:`REWRITES`), each from a measurement (docs/deployment.md)
 LOWERINGS: dict[str, tuple[str, ...]] = {
-    "mnn": ("isnan",),  # MNN 3.6.1: IsNaN is the only op of kpx's inline files it lacks
+    "mnn": ("isnan", "less"),  # MNN 3.6.1: no IsNaN; float Less wrong for two negative operands
     "ncnn": ("isnan", "mod"),  # pnnx 20261020 aborts on int64 Mod; ncnn has no IsNaN layer either
-    "litert": ("isnan", "mod"),  # onnx2tf 1.28.8 converts both, kept portable: identical values
+    "litert": (),  # onnx2tf 1.28.8 converts every op of kpx's inline files: nothing to rewrite
 }
 #: rewrite name -> what it does, for messages and metadata
 REWRITES = {
     "isnan": "IsNaN(x) -> Not(LessOrEqual(x, +inf))",
     "mod": "integer Mod(a, b) -> a - (a / b) * b (a >= 0, b > 0)",
+    "less": "Less(a, b) -> Greater(b, a)",
 }
 
 
@@ -105,7 +109,11 @@ def _match_mod(node) -> bool:
     return not any(a.name == "fmod" and a.i == 1 for a in node.attribute)
 
 
-_MATCHES: dict[str, Callable[[Any], bool]] = {"isnan": _match_isnan, "mod": _match_mod}
+def _match_less(node) -> bool:
+    return _is_default(node) and node.op_type == "Less"
+
+
+_MATCHES: dict[str, Callable[[Any], bool]] = {"isnan": _match_isnan, "mod": _match_mod, "less": _match_less}
 
 
 class _Names:
@@ -186,7 +194,15 @@ def _mod_nodes(node, types: dict[str, int], names: _Names) -> list:
     ]
 
 
-_BUILDERS = {"isnan": _isnan_nodes, "mod": _mod_nodes}
+def _less_nodes(node, types: dict[str, int], names: _Names) -> list:
+    """``Greater(b, a)``."""
+    from onnx import helper
+
+    (a, b), (y,) = node.input, node.output
+    return [helper.make_node("Greater", [b, a], [y], name=node.name or names("less"))]
+
+
+_BUILDERS = {"isnan": _isnan_nodes, "mod": _mod_nodes, "less": _less_nodes}
 
 
 # --- walking ----------------------------------------------------------------------------------------------------
