@@ -14,6 +14,12 @@ function bodies alike. The rewrites (measured on every kpx op, docs/deployment.m
 - ``Less(a, b)`` -> ``Greater(b, a)``: the same comparison (NaN: false both ways). MNN 3.6.1's float ``Less``
   is wrong when both operands are negative (measured: ``Less(-0.13, -1.27)`` gives true, as if it compared the
   floats' bit patterns as integers); its ``Greater`` is right.
+- ``Round(x)`` -> half to even from ``Floor``: ``f = Floor(x)``, ``d = x - f`` (exact), ``f + 1`` where ``d > 0.5``,
+  ``f + (f mod 2)`` where ``d == 0.5``, else ``f``; NaN and +-inf come back as they are (``d`` is NaN). The same
+  values as ONNX's ``Round`` for every float; a zero may lose its sign (``Round(-0.25)``: ``+0.0``, ONNX ``-0.0``;
+  ORT's own ``Where`` returns ``+0.0`` for a ``-0.0`` anyway). MNN 3.6.1's
+  ``Round`` rounds halves away from zero (``Round(20.5) = 21``; ONNX: 20), which moved ``simcc_targets``'
+  Gaussians by one bin (0.12 off).
 
 Which rewrites a target gets is :data:`LOWERINGS`. The result is checked with
 ``onnx.checker.check_model(full_check=True)``; the model's ``kpx.lowering`` metadata records what was done.
@@ -29,7 +35,7 @@ from export_tools.graph import DEFAULT_DOMAINS, metadata, set_metadata, subgraph
 
 #: target -> the rewrites it needs (names of :data:`REWRITES`), each from a measurement (docs/deployment.md)
 LOWERINGS: dict[str, tuple[str, ...]] = {
-    "mnn": ("isnan", "less"),  # MNN 3.6.1: no IsNaN; float Less wrong for two negative operands
+    "mnn": ("isnan", "less", "round"),  # MNN 3.6.1: no IsNaN; Less wrong for two negatives; Round half away
     "ncnn": ("isnan", "mod"),  # pnnx 20261020 aborts on int64 Mod; ncnn has no IsNaN layer either
     "litert": (),  # onnx2tf 1.28.8 converts every op of kpx's inline files: nothing to rewrite
 }
@@ -38,6 +44,7 @@ REWRITES = {
     "isnan": "IsNaN(x) -> Not(LessOrEqual(x, +inf))",
     "mod": "integer Mod(a, b) -> a - (a / b) * b (a >= 0, b > 0)",
     "less": "Less(a, b) -> Greater(b, a)",
+    "round": "Round(x) -> half to even from Floor (f + 1 if x - f > 0.5, f + f mod 2 if == 0.5)",
 }
 
 
@@ -113,7 +120,12 @@ def _match_less(node) -> bool:
     return _is_default(node) and node.op_type == "Less"
 
 
-_MATCHES: dict[str, Callable[[Any], bool]] = {"isnan": _match_isnan, "mod": _match_mod, "less": _match_less}
+def _match_round(node) -> bool:
+    return _is_default(node) and node.op_type == "Round"
+
+
+_MATCHES: dict[str, Callable[[Any], bool]] = {"isnan": _match_isnan, "mod": _match_mod, "less": _match_less,
+                                               "round": _match_round}  # fmt: skip
 
 
 class _Names:
@@ -202,7 +214,44 @@ def _less_nodes(node, types: dict[str, int], names: _Names) -> list:
     return [helper.make_node("Greater", [b, a], [y], name=node.name or names("less"))]
 
 
-_BUILDERS = {"isnan": _isnan_nodes, "mod": _mod_nodes, "less": _less_nodes}
+def _round_nodes(node, types: dict[str, int], names: _Names) -> list:
+    """Half to even from ``Floor``: ``Where(d > 0.5, f + 1, Where(d == 0.5, f + (f - 2 Floor(f / 2)), f))``."""
+    from onnx import TensorProto, helper
+
+    (x,), (y,) = node.input, node.output
+    stem = node.name or "round"
+    v = {k: names(f"{stem}_{k}") for k in ("half", "one", "two", "f", "d", "up", "tie", "f2", "ff2", "e2", "e",
+                                            "fe", "fup", "inner")}  # fmt: skip
+    elem = types.get(x)
+    out = []
+    for key, value in (("half", 0.5), ("one", 1.0), ("two", 2.0)):
+        if elem in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16):
+            out.append(helper.make_node("Constant", [], [v[key]], name=names(stem),
+                                        value=helper.make_tensor(v[key], elem, [], [value])))  # fmt: skip
+        else:  # inside a function body: the type is the caller's
+            raw = names(f"{stem}_{key}32")
+            out += [helper.make_node("Constant", [], [raw], name=names(stem),
+                                     value=helper.make_tensor(raw, TensorProto.FLOAT, [], [value])),
+                    helper.make_node("CastLike", [raw, x], [v[key]], name=names(stem))]  # fmt: skip
+    n = lambda op, ins, outs: helper.make_node(op, ins, outs, name=names(stem))  # noqa: E731
+    out += [
+        n("Floor", [x], [v["f"]]),
+        n("Sub", [x, v["f"]], [v["d"]]),  # exact: the fraction in [0, 1), NaN for NaN and +-inf
+        n("Greater", [v["d"], v["half"]], [v["up"]]),
+        n("Equal", [v["d"], v["half"]], [v["tie"]]),
+        n("Div", [v["f"], v["two"]], [v["f2"]]),
+        n("Floor", [v["f2"]], [v["ff2"]]),
+        n("Mul", [v["ff2"], v["two"]], [v["e2"]]),
+        n("Sub", [v["f"], v["e2"]], [v["e"]]),  # f mod 2: 0 or 1
+        n("Add", [v["f"], v["e"]], [v["fe"]]),
+        n("Add", [v["f"], v["one"]], [v["fup"]]),
+        n("Where", [v["tie"], v["fe"], v["f"]], [v["inner"]]),
+        helper.make_node("Where", [v["up"], v["fup"], v["inner"]], [y], name=node.name or names(stem)),
+    ]
+    return out
+
+
+_BUILDERS = {"isnan": _isnan_nodes, "mod": _mod_nodes, "less": _less_nodes, "round": _round_nodes}
 
 
 # --- walking ----------------------------------------------------------------------------------------------------

@@ -151,8 +151,14 @@ class LiteRtRunner(Runner):
         folder.mkdir()
         src = folder / "model.onnx"  # private: onnx2tf rewrites it in place
         src.write_bytes(static.SerializeToString())
-        reply = self._request({"op": "convert", "onnx": str(src), "out": str(folder / "tflite"),
-                               "keep_nchw": [i.name for i in static.graph.input]})  # fmt: skip
+        reply = self._request(
+            {
+                "op": "convert",
+                "onnx": str(src),
+                "out": str(folder / "tflite"),
+                "keep_nchw": [i.name for i, s in zip(static.graph.input, shapes) if 3 <= len(s) <= 5],
+            }
+        )  # fmt: skip  (onnx2tf keeps ranks 3-5 only)
         self.conversions += 1
         if not reply["ok"]:
             raise ConversionFailedError(self.name, "onnx2tf failed", self.version, reply["error"])
