@@ -107,6 +107,11 @@ class MnnRunner(Runner):
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
         import MNN.expr as F
 
+        empty = [i for i, f in enumerate(feeds) if 0 in np.shape(f)]
+        if empty:  # measured: MNN 3.6.1 returns no output, or one whose read() fails, for a zero-size input
+            names = ", ".join(self._inputs[i] for i in empty)
+            raise RuntimeError(f"MNN {self.version} cannot run zero-size inputs ({names} has a dim of 0); skip the "
+                               "call when a batch or keypoint count is 0")  # fmt: skip
         module, shapes, dtypes = self._cache.get(feeds)
         values = []
         for a in feeds:
