@@ -196,18 +196,16 @@ class LiteRtRunner(Runner):
 
 
 def untranspose(array: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
-    """``array`` transposed to ``shape`` when its shape is a permutation of ``shape`` that only one transposition
-    gives (distinct sizes among the moved dims); otherwise as it is."""
+    """``array`` transposed to ``shape`` when its shape is a permutation of ``shape``: the transposition that moves
+    the fewest axes, when only one does (``(B, 2, K)`` -> ``(B, K, 2)`` also for ``B == 2``); otherwise as it is."""
+    import itertools
+
     if shape is None or array.shape == tuple(shape) or sorted(array.shape) != sorted(shape):
         return array
-    perm, used = [], set()
-    for n in shape:
-        candidates = [i for i, m in enumerate(array.shape) if m == n and i not in used]
-        if len(candidates) != 1 and shape.count(n) > 1:
-            return array  # ambiguous: left for fit_output to judge
-        perm.append(candidates[0])
-        used.add(candidates[0])
-    return array.transpose(perm)
+    fits = [p for p in itertools.permutations(range(array.ndim)) if tuple(array.shape[i] for i in p) == tuple(shape)]
+    moved = [sum(i != j for i, j in enumerate(p)) for p in fits]
+    best = [p for p, m in zip(fits, moved) if m == min(moved)]
+    return array.transpose(best[0]) if len(best) == 1 else array
 
 
 def main(argv: Sequence[str] | None = None) -> int:
