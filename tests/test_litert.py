@@ -21,7 +21,8 @@ from export_tools.exporter import finalize, trace
 from export_tools.models import OpModel
 from export_tools.parity import check_parity
 from export_tools.runtimes import availability, make_runner
-from export_tools.runtimes.litert import CREATE_COMMAND, LiteRtRunner, untranspose
+from export_tools.runtimes.litert import LiteRtRunner, untranspose
+from export_tools.runtimes.litert_env import CREATE_COMMAND
 from export_tools.targets import check_target
 
 installed = pytest.mark.skipif(
@@ -41,7 +42,7 @@ def _op(op: str, emit: str = "inline") -> tuple[OpModel, onnx.ModelProto]:
 
 def test_missing_environment_names_the_command(monkeypatch, tmp_path):
     monkeypatch.setenv("KPX_LITERT_ENV", str(tmp_path / "nowhere"))
-    with pytest.raises(RunnerUnavailableError, match=r"python -m export_tools\.runtimes\.litert --create-env"):
+    with pytest.raises(RunnerUnavailableError, match=r"python -m export_tools\.runtimes\.litert_env --create-env"):
         make_runner("litert", b"")
     assert "nowhere" in availability("litert")
 

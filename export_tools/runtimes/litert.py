@@ -3,7 +3,7 @@
 onnx2tf pins older numpy/onnx/onnxruntime than kpx's and tensorflow-cpu is a 274 MB wheel (2.4 GB installed),
 so LiteRT lives in its own virtual environment, made by one command::
 
-    python -m export_tools.runtimes.litert --create-env [DIR]
+    python -m export_tools.runtimes.litert_env --create-env [DIR]
 
 (default ``$KPX_LITERT_ENV``, else ``~/.cache/kpx/litert-env``). The runner starts that environment's Python on
 ``_litert_server.py`` (no kpx import there) and talks to it over a pipe. Each input-shape signature gets one
@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,33 +43,7 @@ from export_tools.runtimes.converted import (
     static_copy,
 )
 
-#: what ``--create-env`` installs (measured together on 2026-12-06: Python 3.11, x86-64)
-PACKAGES = ("tensorflow-cpu==2.21.0", "tf-keras==2.21.0", "onnx2tf==1.28.8", "ai-edge-litert==2.3.0",
-            "onnx==1.23.2", "onnxruntime==1.32.0", "onnxsim==0.8.1", "onnx-graphsurgeon==0.6.1", "sng4onnx==2.0.1",
-            "psutil")  # fmt: skip
 SERVER = Path(__file__).with_name("_litert_server.py")
-CREATE_COMMAND = "python -m export_tools.runtimes.litert --create-env"
-
-
-def env_dir() -> Path:
-    """Where the LiteRT environment is: ``$KPX_LITERT_ENV``, else ``~/.cache/kpx/litert-env``."""
-    return Path(os.environ.get("KPX_LITERT_ENV") or Path.home() / ".cache" / "kpx" / "litert-env")
-
-
-def env_python(directory: Path | None = None) -> Path:
-    return (directory or env_dir()) / "bin" / "python"
-
-
-def _site_packages(directory: Path) -> list[Path]:
-    return sorted((directory / "lib").glob("python3*/site-packages"))
-
-
-def create_env(directory: Path | None = None) -> Path:
-    """Creates the LiteRT environment at ``directory`` (default :func:`env_dir`) with :data:`PACKAGES`."""
-    directory = Path(directory or env_dir())
-    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
-    subprocess.run([str(env_python(directory)), "-m", "pip", "install", "-q", *PACKAGES], check=True)
-    return directory
 
 
 @register_runner
@@ -78,7 +51,7 @@ class LiteRtRunner(Runner):
     """The file converted by onnx2tf to a float32 ``.tflite`` and run on LiteRT's interpreter (separate env)."""
 
     kind = "litert"
-    summary = f"LiteRT (TFLite) via onnx2tf, fp32, in its own environment (make it: {CREATE_COMMAND})"
+    summary = "LiteRT (TFLite) via onnx2tf, fp32, in its own environment (python -m export_tools.runtimes.litert_env)"
 
     def __init__(self, model: bytes, *, name: str = "", threads: int = 1, benchmark: bool = False,
                  timeout: float = 600.0) -> None:  # fmt: skip
@@ -95,6 +68,8 @@ class LiteRtRunner(Runner):
         read, write = os.pipe()
         # the server runs from a copy in the private directory, without kpx's PYTHONPATH: the directory of this
         # file holds modules named like runtimes (litert.py, executorch.py) that would shadow the real ones
+        from export_tools.runtimes.litert_env import env_python
+
         server = shutil.copy(SERVER, Path(self._tmp.name) / SERVER.name)
         env = offline_env()
         env.pop("PYTHONPATH", None)
@@ -118,14 +93,15 @@ class LiteRtRunner(Runner):
     def check_available(cls) -> None:
         """The environment exists and holds onnx2tf and ai-edge-litert (checked on disk: importing tensorflow takes
         seconds)."""
+        from export_tools.runtimes.litert_env import CREATE_COMMAND, env_dir, missing
+
         directory = env_dir()
         fix = f"fix: {CREATE_COMMAND} (or set KPX_LITERT_ENV to an environment made that way)"
-        if not env_python(directory).is_file():
+        lacks = missing(directory)
+        if lacks == ["python"]:
             raise RunnerUnavailableError(f"no LiteRT environment at {directory}; {fix}")
-        sites = _site_packages(directory)
-        missing = [p for p in ("onnx2tf", "ai_edge_litert", "tensorflow") if not any((s / p).is_dir() for s in sites)]
-        if missing:
-            raise RunnerUnavailableError(f"the LiteRT environment at {directory} lacks {', '.join(missing)}; {fix}")
+        if lacks:
+            raise RunnerUnavailableError(f"the LiteRT environment at {directory} lacks {', '.join(lacks)}; {fix}")
 
     def _request(self, message: dict) -> dict:
         if self._server.poll() is not None:
@@ -180,6 +156,8 @@ class LiteRtRunner(Runner):
                 for n, a, s, d in zip(self._outputs, arrays, shapes, dtypes)]  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
+        from export_tools.runtimes.litert_env import env_dir
+
         return {"runtime": self.name, **self.versions, "precision": "fp32", "environment": str(env_dir())}
 
     def close(self) -> None:
@@ -206,30 +184,3 @@ def untranspose(array: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
     moved = [sum(i != j for i, j in enumerate(p)) for p in fits]
     best = [p for p, m in zip(fits, moved) if m == min(moved)]
     return array.transpose(best[0]) if len(best) == 1 else array
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    what = "make or check the separate LiteRT environment that kpx's litert runtime uses"
-    p = argparse.ArgumentParser(prog="python -m export_tools.runtimes.litert", description=what)
-    p.add_argument("--create-env", nargs="?", const="", metavar="DIR",
-                   help=f"create it (default {env_dir()}) with {' '.join(PACKAGES)}")  # fmt: skip
-    args = p.parse_args(argv)
-    if args.create_env is not None:
-        directory = create_env(Path(args.create_env) if args.create_env else None)
-        print(f"LiteRT environment ready at {directory}")
-        if args.create_env and Path(args.create_env) != env_dir():
-            print(f"use it with: export KPX_LITERT_ENV={directory}")
-        return 0
-    try:
-        LiteRtRunner.check_available()
-    except RunnerUnavailableError as exc:
-        print(exc)
-        return 3
-    print(f"LiteRT environment at {env_dir()}: available")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
