@@ -23,7 +23,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
-from custom_ops import get_op, list_ops  # noqa: E402
+from custom_ops import list_ops  # noqa: E402
 from export_tools.errors import RunnerUnavailableError  # noqa: E402
 from export_tools.exporter import finalize, trace  # noqa: E402
 from export_tools.lowering import LOWERINGS, lower_for_target  # noqa: E402

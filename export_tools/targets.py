@@ -279,7 +279,7 @@ def _checked_graph(model, inlined, t: Target):
     try:
         import onnxscript.optimizer
 
-        from export_tools.runtimes.converted import example_shapes, static_copy
+        from export_tools.runtimes._converted import example_shapes, static_copy
 
         shapes = example_shapes(inlined)
         if shapes is None:

@@ -33,7 +33,7 @@ from export_tools.lowering import lower_for_target
 from export_tools.models import OpModel
 from export_tools.parity import check_parity
 from export_tools.runtimes import make_runner
-from export_tools.runtimes.converted import ConversionFailedError
+from export_tools.runtimes._converted import ConversionFailedError
 from export_tools.targets import NCNN_MISSING, check_target
 
 OPS = [s.name for s in list_ops()]

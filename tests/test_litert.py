@@ -1,6 +1,6 @@
 """LiteRT (onnx2tf + LiteRT's interpreter) in its separate environment, where it is installed.
 
-CI does not carry tensorflow (2.4 GB): these tests skip unless ``python -m export_tools.runtimes.litert
+CI does not carry tensorflow (2.4 GB): these tests skip unless ``python -m export_tools.runtimes._litert_env
 --create-env`` has made the environment (``$KPX_LITERT_ENV`` or ``~/.cache/kpx/litert-env``). The parts that need
 no tensorflow (the output transposition, the unavailable message) always run.
 """
@@ -21,8 +21,8 @@ from export_tools.exporter import finalize, trace
 from export_tools.models import OpModel
 from export_tools.parity import check_parity
 from export_tools.runtimes import availability, make_runner
+from export_tools.runtimes._litert_env import CREATE_COMMAND
 from export_tools.runtimes.litert import LiteRtRunner, untranspose
-from export_tools.runtimes.litert_env import CREATE_COMMAND
 from export_tools.targets import check_target
 
 installed = pytest.mark.skipif(
@@ -42,7 +42,7 @@ def _op(op: str, emit: str = "inline") -> tuple[OpModel, onnx.ModelProto]:
 
 def test_missing_environment_names_the_command(monkeypatch, tmp_path):
     monkeypatch.setenv("KPX_LITERT_ENV", str(tmp_path / "nowhere"))
-    with pytest.raises(RunnerUnavailableError, match=r"python -m export_tools\.runtimes\.litert_env --create-env"):
+    with pytest.raises(RunnerUnavailableError, match=r"python -m export_tools\.runtimes\._litert_env --create-env"):
         make_runner("litert", b"")
     assert "nowhere" in availability("litert")
 

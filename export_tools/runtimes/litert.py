@@ -3,7 +3,7 @@
 onnx2tf pins older numpy/onnx/onnxruntime than kpx's and tensorflow-cpu is a 274 MB wheel (2.4 GB installed),
 so LiteRT lives in its own virtual environment, made by one command::
 
-    python -m export_tools.runtimes.litert_env --create-env [DIR]
+    python -m export_tools.runtimes._litert_env --create-env [DIR]
 
 (default ``$KPX_LITERT_ENV``, else ``~/.cache/kpx/litert-env``). The runner starts that environment's Python on
 ``_litert_server.py`` (no kpx import there) and talks to it over a pipe. Each input-shape signature gets one
@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from export_tools.errors import RunnerUnavailableError
-from export_tools.runtimes.base import Runner, register_runner
-from export_tools.runtimes.converted import (
+from export_tools.runtimes._converted import (
     ConversionFailedError,
     ShapeCache,
     ShapeKey,
@@ -42,6 +41,7 @@ from export_tools.runtimes.converted import (
     refuse_local_functions,
     static_copy,
 )
+from export_tools.runtimes.base import Runner, register_runner
 
 SERVER = Path(__file__).with_name("_litert_server.py")
 
@@ -51,7 +51,7 @@ class LiteRtRunner(Runner):
     """The file converted by onnx2tf to a float32 ``.tflite`` and run on LiteRT's interpreter (separate env)."""
 
     kind = "litert"
-    summary = "LiteRT (TFLite) via onnx2tf, fp32, in its own environment (python -m export_tools.runtimes.litert_env)"
+    summary = "LiteRT (TFLite) via onnx2tf, fp32, in its own environment (python -m export_tools.runtimes._litert_env)"
 
     def __init__(self, model: bytes, *, name: str = "", threads: int = 1, benchmark: bool = False,
                  timeout: float = 600.0) -> None:  # fmt: skip
@@ -68,7 +68,7 @@ class LiteRtRunner(Runner):
         read, write = os.pipe()
         # the server runs from a copy in the private directory, without kpx's PYTHONPATH: the directory of this
         # file holds modules named like runtimes (litert.py, executorch.py) that would shadow the real ones
-        from export_tools.runtimes.litert_env import env_python
+        from export_tools.runtimes._litert_env import env_python
 
         server = shutil.copy(SERVER, Path(self._tmp.name) / SERVER.name)
         env = offline_env()
@@ -93,7 +93,7 @@ class LiteRtRunner(Runner):
     def check_available(cls) -> None:
         """The environment exists and holds onnx2tf and ai-edge-litert (checked on disk: importing tensorflow takes
         seconds)."""
-        from export_tools.runtimes.litert_env import CREATE_COMMAND, env_dir, missing
+        from export_tools.runtimes._litert_env import CREATE_COMMAND, env_dir, missing
 
         directory = env_dir()
         fix = f"fix: {CREATE_COMMAND} (or set KPX_LITERT_ENV to an environment made that way)"
@@ -115,7 +115,7 @@ class LiteRtRunner(Runner):
         return json.loads(line)
 
     def _log_tail(self) -> str:
-        from export_tools.runtimes.converted import last_line
+        from export_tools.runtimes._converted import last_line
 
         self._log.flush()
         return last_line((Path(self._tmp.name) / "server.log").read_text(errors="replace"))
@@ -156,7 +156,7 @@ class LiteRtRunner(Runner):
                 for n, a, s, d in zip(self._outputs, arrays, shapes, dtypes)]  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
-        from export_tools.runtimes.litert_env import env_dir
+        from export_tools.runtimes._litert_env import env_dir
 
         return {"runtime": self.name, **self.versions, "precision": "fp32", "environment": str(env_dir())}
 

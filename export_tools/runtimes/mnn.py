@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from export_tools.errors import RunnerUnavailableError
-from export_tools.runtimes.base import Runner, register_runner
-from export_tools.runtimes.converted import (
+from export_tools.runtimes._converted import (
     ConversionFailedError,
     ShapeCache,
     ShapeKey,
@@ -32,6 +31,7 @@ from export_tools.runtimes.converted import (
     run_converter,
     static_copy,
 )
+from export_tools.runtimes.base import Runner, register_runner
 
 INSTALL_HINT = 'pip install "kpx[mnn]"'
 #: the converter, run as ``python -c`` in a subprocess: MNN's C++ converter only, no logging SDK

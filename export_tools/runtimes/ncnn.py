@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from export_tools.errors import RunnerUnavailableError
-from export_tools.runtimes.base import Runner, register_runner
-from export_tools.runtimes.converted import (
+from export_tools.runtimes._converted import (
     ConversionFailedError,
     ShapeCache,
     ShapeKey,
@@ -31,6 +30,7 @@ from export_tools.runtimes.converted import (
     run_converter,
     static_copy,
 )
+from export_tools.runtimes.base import Runner, register_runner
 
 INSTALL_HINT = 'pip install "kpx[ncnn]" && pip install --no-deps pnnx  (pnnx declares torch: never let pip pick it)'
 #: ncnn options that would run a float32 model in lower precision

@@ -1,6 +1,6 @@
 """The separate LiteRT environment (tensorflow cannot share kpx's): where it is, what it holds, how to make it.
 
-``python -m export_tools.runtimes.litert_env --create-env [DIR]`` creates it (default ``$KPX_LITERT_ENV``, else
+``python -m export_tools.runtimes._litert_env --create-env [DIR]`` creates it (default ``$KPX_LITERT_ENV``, else
 ``~/.cache/kpx/litert-env``); without arguments it says whether it is there. Measured on 2026-12-06 (Python 3.11,
 x86-64): 2 minutes, 2.4 GB. Imports neither tensorflow nor the runtime table.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 PACKAGES = ("tensorflow-cpu==2.21.0", "tf-keras==2.21.0", "onnx2tf==1.28.8", "ai-edge-litert==2.3.0",
             "onnx==1.23.2", "onnxruntime==1.32.0", "onnxsim==0.8.1", "onnx-graphsurgeon==0.6.1", "sng4onnx==2.0.1",
             "psutil")  # fmt: skip
-CREATE_COMMAND = "python -m export_tools.runtimes.litert_env --create-env"
+CREATE_COMMAND = "python -m export_tools.runtimes._litert_env --create-env"
 #: packages the runner needs in the environment (directories in its site-packages)
 NEEDED = ("onnx2tf", "ai_edge_litert", "tensorflow")
 
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     what = "make or check the separate LiteRT environment that kpx's litert runtime uses"
-    p = argparse.ArgumentParser(prog="python -m export_tools.runtimes.litert_env", description=what)
+    p = argparse.ArgumentParser(prog="python -m export_tools.runtimes._litert_env", description=what)
     p.add_argument("--create-env", nargs="?", const="", metavar="DIR",
                    help=f"create it (default {env_dir()}) with {' '.join(PACKAGES)}")  # fmt: skip
     args = p.parse_args(argv)
