@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-
 #: install lines of runtimes whose module names none (kept here, not in files other engineers own)
 _INSTALL = {"openvino": 'pip install "kpx[openvino]"', "ort-mobile": 'pip install "kpx[cpu,mobile]"',
             "cuda": 'pip install "kpx[gpu]" (never with kpx[cpu])'}  # fmt: skip
