@@ -106,6 +106,10 @@ def diagnose() -> Diagnosis:
     from export_tools.runtimes import availability, runtime_names
 
     runtimes = {kind: availability(kind) for kind in runtime_names()}
+    if runtimes.get("litert") == "available":  # LiteRT lives in its own environment: say which
+        from export_tools.runtimes._litert_env import env_dir
+
+        runtimes["litert"] = f"available (separate environment {env_dir()})"
     return Diagnosis(versions, dists, providers, cuda, torch_cuda, findings, runtimes)
 
 

@@ -33,8 +33,9 @@ SIMPLIFIERS = ("onnxslim", "onnxsim")
 SAME = {"float64": (1e-12, 1e-12), "float32": (1e-6, 1e-7), "float16": (1e-3, 1e-4)}
 
 
-def repair(model, *, opset: int | None = None):
-    """A copy of ``model`` whose kpx nodes carry their bodies, authored at ``opset`` (default: the file's).
+def repair(model, *, opset: int | None = None, target: str | None = None):
+    """A copy of ``model`` whose kpx nodes carry their bodies, authored at ``opset`` (default: the file's), lowered
+    for ``target`` when given (:func:`export_tools.lowering.lower_for_target`: ``"mnn"``, ``"ncnn"``, ``"litert"``).
 
     Converting to another opset goes the kpx way: kpx bodies set aside, the graph converted (kpx's own
     lowering from 18 to 15-17, ``onnx.version_converter`` otherwise), bodies authored at the target attached.
@@ -50,31 +51,35 @@ def repair(model, *, opset: int | None = None):
     proto = onnx.ModelProto()
     proto.CopyFrom(model)
     current = default_opset(proto)
-    target = check_opset(current if opset is None else opset)
+    target_opset = check_opset(current if opset is None else opset)
     others = [f for f in proto.functions if f.domain != DOMAIN]
     del proto.functions[:]
-    if target != current:
+    if target_opset != current:
         if others:
             names = ", ".join(f"{f.domain}.{f.name}" for f in others)
             raise ValueError(f"the file holds local functions kpx does not know ({names}); convert it with the tool "
                              "that wrote them")  # fmt: skip
         try:
-            if target < current <= EXPORT_OPSET:
-                proto = downgrade(proto, target)
+            if target_opset < current <= EXPORT_OPSET:
+                proto = downgrade(proto, target_opset)
             else:
-                proto = onnx.version_converter.convert_version(proto, target)
+                proto = onnx.version_converter.convert_version(proto, target_opset)
         except OpsetConversionError:
             raise
         except Exception as exc:
-            raise ValueError(f"onnx.version_converter cannot convert this file from opset {current} to {target}: "
+            raise ValueError(f"onnx.version_converter cannot convert this file from opset {current} to {target_opset}: "
                              f"{exc}".splitlines()[0]) from None  # fmt: skip
-        if target < EXPORT_OPSET:
+        if target_opset < EXPORT_OPSET:
             lower_ir_version(proto)
     proto.functions.extend(others)
     for op_type in sorted({n.op_type for n in kpx_nodes(proto)}):
         get_op(op_type)  # a kpx node kpx does not know: KeyError naming the registered ops
-    attach_functions(proto, target)
+    attach_functions(proto, target_opset)
     onnx.checker.check_model(proto, full_check=True)
+    if target is not None:
+        from export_tools.lowering import lower_for_target
+
+        proto = lower_for_target(proto, target)
     return proto
 
 

@@ -17,6 +17,7 @@ Nodes inside function bodies are checked too (they run once inlined).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,6 +37,39 @@ _AXES_INPUTS = {
 
 
 @dataclass(frozen=True)
+class OpRule:
+    """Standard ops a runtime lacks (or gets wrong): found nodes are reported with ``severity`` and ``fix``."""
+
+    ops: tuple[str, ...]
+    severity: str
+    problem: str
+    fix: str
+    #: the fix is a rewrite of :mod:`export_tools.lowering` (the finding names ``--target``)
+    lowered: bool = False
+
+
+_MNN_LOWER = "export with --target mnn, or kpx repair FILE -o OUT --target mnn"
+_NCNN_LOWER = "export with --target ncnn, or kpx repair FILE -o OUT --target ncnn"
+#: measured with MNN 3.6.1 (one-node models and every kpx op: tests/test_edge_targets.py, docs/deployment.md)
+MNN_RULES = (
+    OpRule(("IsNaN",), ERROR, "MNN 3.6.1 has no IsNaN (converter: 'These Op Not Support: ONNX::IsNaN', "
+           "'Converted Failed!')", f"{_MNN_LOWER} (IsNaN(x) -> Not(LessOrEqual(x, +inf)), identical on ORT)", True),
+    OpRule(("Less",), ERROR, "MNN 3.6.1's float Less is wrong when both operands are negative (Less(-0.13, -1.27) "
+           "gives true)", f"{_MNN_LOWER} (Less(a, b) -> Greater(b, a), identical on ORT)", True),
+    OpRule(("IsInf",), ERROR, "MNN 3.6.1 has no IsInf", "rewrite IsInf(x) as Equal(Abs(x), +inf) in your model"),
+)  # fmt: skip
+#: measured with ncnn 1.0.20261020 + pnnx 20261020 at static shapes (what pnnx does not fold away)
+NCNN_MISSING = ("Where", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Not", "IsNaN",
+                "IsInf", "GatherElements", "Cast", "ArgMax")  # fmt: skip
+NCNN_RULES = (
+    OpRule(("Mod",), ERROR, "pnnx 20261020 aborts on an integer Mod it cannot fold (std::out_of_range)",
+           f"{_NCNN_LOWER} (Mod(a, b) -> a - (a / b) * b)", True),
+    OpRule(NCNN_MISSING, ERROR, "ncnn 1.0.20261020 has no layer for it (pnnx leaves it as a torch.* op that ncnn "
+           "cannot load)", "keep it out of the ncnn file: compute it after ncnn, outside the network"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Target:
     """What one runtime accepts. Severities are ``"error"`` (refused), ``"warning"`` or ``None`` (fine)."""
 
@@ -52,6 +86,12 @@ class Target:
     dynamic_axes: str | None
     max_ir_version: int | None = None
     source: str = ""
+    #: ops this runtime lacks or computes wrongly (measured on the real runtime: tests/test_edge_targets.py)
+    op_rules: tuple[OpRule, ...] = ()
+    #: ``lower_for_target`` name whose rewrites fix some op rules (``--target`` at export, ``kpx repair --target``)
+    lowering: str | None = None
+    #: a converter reads the file at static shapes and folds shape arithmetic first: rules apply to what is left
+    folds_shapes: bool = False
 
 
 TARGETS = {
@@ -71,6 +111,16 @@ TARGETS = {
                "builds often leave out double kernels"),
         Target("generic", "any ONNX runtime (the most portable file)", 9, 21, WARNING, WARNING, WARNING, WARNING,
                WARNING, WARNING, WARNING, None, "edge toolchains often cannot read ONNX functions or float64"),
+        Target("mnn", "MNN 3.6 (its ONNX converter, CPU backend)", 7, 21, ERROR, WARNING, WARNING, None, None, None,
+               None, None, "measured with MNN 3.6.1: no local functions ('Not Support: ONNX::DecodeHeatmaps'), no "
+               "IsNaN, float Less wrong for negative operands", MNN_RULES, "mnn"),
+        Target("ncnn", "ncnn via pnnx (CPU, float32)", 7, 21, ERROR, WARNING, ERROR, ERROR, None, None, None, None,
+               "measured with ncnn 1.0.20261020 + pnnx 20261020 at static shapes: no comparisons, logic, Where, "
+               "GatherElements, Cast, ArgMax; pnnx segfaults on local functions", NCNN_RULES, "ncnn", True),
+        Target("litert", "LiteRT (TFLite) via onnx2tf 1.28.8, float32", 7, 21, ERROR, WARNING, WARNING, None, None,
+               None, None, None, "measured with onnx2tf 1.28.8, tensorflow-cpu 2.21, ai-edge-litert 2.3: every kpx "
+               "op of an inline file but standalone decode_simcc ('axes don't match array'); no local functions "
+               "('DecodeHeatmaps OP is not yet implemented')", (), "litert", True),
     )
 }  # fmt: skip
 
@@ -205,7 +255,92 @@ def check_target(model, target: str) -> TargetReport:
     if doubles:
         add(t.float64, "float64", f"{len(doubles)} value(s), e.g. {doubles[0]!r}", "float64 tensors",
             "export the model in float32 (model.float()) or --dtype fp16")  # fmt: skip
+    if t.op_rules:
+        _op_findings(model, inlined, t, add)
+    if t.name == "litert" and "DecodeSimCC" in json.loads(metadata(model).get("kpx.ops", "{}") or "{}"):
+        add(WARNING, "converter", "kpx op DecodeSimCC", "onnx2tf 1.28.8 failed on kpx's standalone decode_simcc "
+            "file ('axes don't match array') and converted it inside a SimCC network",
+            "run kpx check FILE --providers litert before shipping the file")  # fmt: skip
     return report
+
+
+#: kpx ops that decode or crop: on ncnn the network deploys and these cannot (comparisons, Where, gathers)
+_DECODING_OPS = ("DecodeHeatmaps", "DecodeSimCC", "TopdownCrop", "HeatmapToImage")
+_BUILTIN = {"DecodeHeatmaps": "decode_heatmaps --input heatmaps:BxKxHxW",
+            "DecodeSimCC": "decode_simcc --input simcc_x:BxKxLx --input simcc_y:BxKxLy",
+            "TopdownCrop": "topdown_crop", "HeatmapToImage": "heatmap_to_image"}  # fmt: skip
+
+
+def _checked_graph(model, inlined, t: Target):
+    """The graph a converter sees: at static shapes with shape arithmetic folded (``t.folds_shapes``, when the
+    export sizes are recorded), else the inlined graph."""
+    if not t.folds_shapes:
+        return inlined.graph, False
+    try:
+        import onnxscript.optimizer
+
+        from export_tools.runtimes._converted import example_shapes, static_copy
+
+        shapes = example_shapes(inlined)
+        if shapes is None:
+            return inlined.graph, False
+        return onnxscript.optimizer.optimize(static_copy(inlined, shapes)).graph, True
+    except Exception:  # folding helps; the rules still apply to the unfolded graph
+        return inlined.graph, False
+
+
+#: the inliner's name prefix of the nodes of one inlined call (``n33__1_`` in ``n33__1_n38__1``)
+_CALL = re.compile(r"^(.+?__\d+)_")
+
+
+def _op_findings(model, inlined, t: Target, add) -> None:
+    """One finding per op rule and per place (a kpx op's body, inlined or not, or the rest of the graph)."""
+    from export_tools.graph import node_origins
+
+    graph, folded = (model.graph, False) if model.functions else _checked_graph(model, inlined, t)
+    origins = {}
+    for name, props in node_origins(model).items():
+        try:
+            origins[name] = json.loads(props.get("kpx.op", "")).get("op_type")
+        except (ValueError, AttributeError):
+            continue
+
+    def origin(name: str) -> str:
+        """The kpx op a node came from; a node inlined from a nested call inherits its call's (name prefix); the
+        optimizer drops the inliner's ``_N`` suffix (``n33__1_n38__1_38`` -> ``n33__1_n38__1``)."""
+        if name in unsuffixed:
+            return unsuffixed[name]
+        for end in range(len(name), 0, -1):
+            if name[:end] in origins:
+                return origins[name[:end]] or ""
+        match = _CALL.match(name)  # a node the inliner wrote without metadata: its call's siblings say
+        return families.get(match.group(1), "") if match else ""
+
+    unsuffixed = {re.sub(r"_\d+$", "", k): v or "" for k, v in origins.items()}
+    families = {m.group(1): v or "" for k, v in origins.items() if (m := _CALL.match(k)) and v}
+
+    places: dict[str, list] = {}
+    for node in iter_nodes(graph):
+        if node.domain in DEFAULT_DOMAINS:
+            places.setdefault(origin(node.name), []).append(node)
+    for function in model.functions:
+        places.setdefault(function.name, []).extend(n for n in function.node if n.domain in DEFAULT_DOMAINS)
+    shapes = " (at the export sizes, shape arithmetic folded as the converter does)" if folded else ""
+    for rule in t.op_rules:
+        for place, nodes in places.items():
+            found = sorted({n.op_type for n in nodes if n.op_type in rule.ops})
+            if not found:
+                continue
+            count = sum(n.op_type in rule.ops for n in nodes)
+            where = f"kpx op {place}" if place else "graph (outside kpx ops)"
+            fix = rule.fix
+            if t.name == "ncnn" and place in _DECODING_OPS and not rule.lowered:
+                fix = (f"the network deploys to ncnn and {place} cannot: export the network alone (without --decode "
+                       f"and --crop) for ncnn, and the decoding as a second small file for ONNX Runtime or MNN "
+                       f"(kpx export builtin:{_BUILTIN[place]} --emit inline --opset 17 --target mnn -o "
+                       "decode.onnx) fed with ncnn's output")  # fmt: skip
+            add(rule.severity, "lowering" if rule.lowered else "unsupported-op", f"{where}: {count} node(s)",
+                f"{', '.join(found)}: {rule.problem}{shapes}", fix)  # fmt: skip
 
 
 # --- trtexec command lines ---------------------------------------------------------------------------------

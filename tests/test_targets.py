@@ -213,7 +213,7 @@ def test_functions_inside_are_checked_too():
 def test_unknown_target_is_an_error():
     with pytest.raises(ValueError, match="target must be one of"):
         check_target(HOSTILE["opset"], "tensorrt-7")
-    assert set(TARGETS) == {"tensorrt-8.6", "tensorrt-10", "openvino", "ort-mobile", "generic"}
+    assert set(TARGETS) == {"tensorrt-8.6", "tensorrt-10", "openvino", "ort-mobile", "generic", "mnn", "ncnn", "litert"}
 
 
 # --- trtexec lines ------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from export_tools.errors import CHECK_FAILED, OK, UsageError
 
 def configure(p: argparse.ArgumentParser) -> None:
     from export_tools.exporter import EMIT_MODES
+    from export_tools.lowering import LOWERINGS
     from export_tools.postprocess import SIMPLIFIERS
 
     p.add_argument("model", metavar="MODEL", help="package.module:factory, path/to/file.py:factory or builtin:<op>")
@@ -47,6 +48,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="a model returning a dict or ModelOutput: export (or decode) these entries, named after "
                         "their keys (default: every tensor entry)")  # fmt: skip
     p.add_argument("--output-names", metavar="NAME[,NAME]", help="names for the file's outputs, in order")
+    p.add_argument("--target", choices=tuple(LOWERINGS), help="lower the file for this runtime (rewrites of ops it "
+                   "lacks, identical values; export_tools/lowering.py); see kpx inspect --target")  # fmt: skip
     p.add_argument("--check", action="store_true", help="run the parity harness right after the export")
     add_check_options(p)
     add_decode_options(p)
@@ -183,6 +186,11 @@ def run(args: argparse.Namespace, log: Log) -> int:
 
         proto, simplified = simplify(proto, args.simplify)
         log.info(simplified.text())
+    if args.target:
+        from export_tools.lowering import lower_for_target, lowering_record
+
+        proto = lower_for_target(proto, args.target)
+        log.info(f"lowered for {args.target}: {lowering_record(proto)['rewrites'] or 'nothing to rewrite'}")
     try:
         save_atomic(proto, out, overwrite=args.force)
     except OSError as exc:

@@ -16,9 +16,13 @@ from export_tools.errors import CHECK_FAILED, OK, UsageError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from export_tools.lowering import LOWERINGS
+
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("-o", "--output", required=True, help="the repaired .onnx file to write")
     p.add_argument("--opset", type=int, help="convert to this default-domain opset (15-21; default: the file's)")
+    p.add_argument("--target", choices=tuple(LOWERINGS), help="also lower the file for this runtime (rewrites of ops "
+                   "it lacks, identical values; export_tools/lowering.py)")  # fmt: skip
     add_input_file_options(p)
     add_max_input(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
     out = check_output_path(args.output, overwrite=args.force, inputs=[args.model, args.inputs], flag="-o")
     model = onnx.load_from_string(read_model(args.model))
     try:
-        fixed = repair(model, opset=args.opset)
+        fixed = repair(model, opset=args.opset, target=args.target)
     except (ValueError, KeyError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
     sets = file_inputs(args, fixed.SerializeToString())

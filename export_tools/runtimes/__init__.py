@@ -9,6 +9,10 @@ from export_tools.runtimes import ort  # noqa: F401  (cpu, cuda)
 from export_tools.runtimes import openvino  # noqa: F401
 from export_tools.runtimes import ort_mobile  # noqa: F401
 from export_tools.runtimes import reference  # noqa: F401
+from export_tools.runtimes import mnn  # noqa: F401
+from export_tools.runtimes import ncnn  # noqa: F401
+from export_tools.runtimes import executorch  # noqa: F401
+from export_tools.runtimes import litert  # noqa: F401
 
 # isort: on
 from export_tools.runtimes.base import (

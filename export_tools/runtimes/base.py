@@ -5,6 +5,8 @@ A runner runs one ONNX model on one runtime. Every runner class declares:
 - ``kind``: its name in this table, on the command line (``--providers cpu,openvino``) and in the API
   (``check_parity(..., runtimes=["cpu"])``);
 - ``summary``: one line for ``--help`` and ``kpx doctor``;
+- ``source``: ``"onnx"`` (constructed from ONNX bytes) or ``"pytorch"`` (from bytes its class builds out of the
+  PyTorch model with ``from_pytorch``: ExecuTorch's ``.pte``);
 - ``check_available()``: a cheap check (no model) that raises :class:`RunnerUnavailableError` with the
   install hint when the runtime cannot be used here;
 - ``run(feeds)``: inputs in the graph's input order -> outputs in the graph's output order (numpy);
@@ -36,6 +38,10 @@ class Runner(ABC):
 
     kind: ClassVar[str]
     summary: ClassVar[str]
+    #: what the runner is constructed from: ``"onnx"`` (ONNX model bytes, every runner of the table but one) or
+    #: ``"pytorch"`` (the runner's own format built from the PyTorch model, e.g. ExecuTorch's ``.pte``: see
+    #: ``from_pytorch`` on such a class); the parity harness gives each runner the bytes it takes
+    source: ClassVar[str] = "onnx"
     #: the label of this runner's rows in parity reports (e.g. ``"ort-cpu"``); instances may refine it
     name: str = ""
 
