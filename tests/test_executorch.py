@@ -137,3 +137,43 @@ def test_a_program_fed_the_wrong_inputs_is_a_failed_run_not_a_crash():
         runner.run([np.ones((2, 3), np.float32)])
     model, inputs = _op("spatial_softmax2d")
     np.testing.assert_allclose(runner.run([t.numpy() for t in inputs])[0], _eager(model, inputs)[0], atol=1e-6)
+
+
+# --- the lane in the parity harness and on the command line ------------------------------------------------------
+
+
+def test_export_check_runs_executorch_beside_onnx_runtime(capsys, tmp_path):
+    from export_tools import cli
+
+    models = f"{__file__.rsplit('/', 1)[0]}/verdict_models.py"
+    code = cli.main(["export", f"{models}:build", "--input", "images:2x3x64x48", "--decode", "heatmap:dark",
+                     "-o", str(tmp_path / "p.onnx"), "--check", "--providers", "cpu,executorch"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "executorch-xnnpack" in out and "verdict: PASS" in out, out
+    # kpx check of the file: executorch lowers the reference model; without one it is a usage error with the fix
+    code = cli.main(["check", str(tmp_path / "p.onnx"), "--reference", f"{models}:build", "--providers",
+                     "executorch"])  # fmt: skip
+    assert code == 0 and "executorch-xnnpack" in capsys.readouterr().out
+    code = cli.main(["check", str(tmp_path / "p.onnx"), "--providers", "executorch"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--reference MODEL" in err, err
+
+
+def test_a_model_torch_export_cannot_take_is_a_failed_case_not_a_crash():
+    from export_tools import to_onnx
+    from export_tools.parity import check_parity
+
+    class DataDependent(torch.nn.Module):  # torch.export cannot trace a branch on values
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.clamp(min=0).sum().reshape(1) if bool((x > 0).any()) else x.sum().reshape(1)
+
+    class Positive(torch.nn.Module):  # the same numbers on inputs with a positive value: the file to judge
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.clamp(min=0).sum().reshape(1)
+
+    x = torch.randn(2, 3)
+    report = check_parity(DataDependent(), (x,), model=to_onnx(Positive(), (x,)), runtimes=["cpu", "executorch"],
+                          resized=False, localize=False)  # fmt: skip
+    failed = [c for c in report.cases if c.failure is not None]
+    assert not report.passed and failed and failed[0].failure["phase"] == "convert", report.table()
+    assert [c.passed for c in report.cases if c.runtime == "ort-cpu"] == [True]

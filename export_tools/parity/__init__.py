@@ -108,9 +108,10 @@ def check_parity(
             around it. A module whose outputs do not correspond to the file's is a :class:`UsageError`.
         inputs: one input tuple, or named input tuples (``{"peaked": (x,), "empty": (x0,)}``); the
             first set is the export example. Tensors or numpy arrays.
-        runtimes: names from the runtime table (:func:`runtime_names`: ``"cpu"``, ``"cuda"``,
-            ``"openvino"``, ``"ort-mobile"``, ``"reference"``). One that cannot run here raises
-            :class:`RunnerUnavailableError` naming the fix.
+        runtimes: names from the runtime table (:func:`runtime_names`: ``"cpu"``, ``"cuda"``, ``"openvino"``,
+            ``"ort-mobile"``, ``"reference"``, ``"mnn"``, ``"ncnn"``, ``"executorch"``, ``"litert"``). One that
+            cannot run here raises :class:`RunnerUnavailableError` naming the fix. ``"executorch"`` runs the
+            PyTorch ``module`` lowered by ``torch.export`` to XNNPACK (at each input set's shapes), not the file.
         emit, opset, dynamic_shapes: export options when ``module`` is exported here.
         dtype: export dtype (e.g. ``torch.float16``) when ``module`` is exported here.
         tolerances: ``{output_name: (rtol, atol)}`` overrides (names of the ONNX graph outputs); ``None`` for
@@ -197,7 +198,12 @@ def check_parity(
     def record(set_name: str, runtime: str, failure: RunFailedError) -> None:
         report.cases.append(Case(set_name, runtime, reference.name, [], failure=failure.as_dict()))
 
-    lanes = [Lane(kind, data, runtime_options.get(kind, {}), isolation, record) for kind in runtimes]
+    pytorch_lanes = [kind for kind in runtimes if get_runner(kind).source == "pytorch"]
+    if pytorch_lanes and module is None:
+        raise UsageError(f"{', '.join(pytorch_lanes)} runs a program lowered from the PyTorch model, not the ONNX "
+                         "file: give the model (CLI: kpx check FILE --reference MODEL, or kpx export MODEL "
+                         "--check)")  # fmt: skip
+    lanes = [Lane(kind, data, runtime_options.get(kind, {}), isolation, record, module) for kind in runtimes]
     try:
         for set_name, tensors in sets.items():
             given = [_numpy(t) for t in tensors]
@@ -218,7 +224,7 @@ def check_parity(
                 report.cases.append(Case(set_name, reference.name, truth_runner.name,
                                          judge.outputs(exact, expected, by_name, dims)))  # fmt: skip
             for lane in lanes:
-                actual = lane.run(feeds, set_name)
+                actual = lane.run(feeds, set_name, torch_feeds)
                 if actual is None:  # the runtime failed on this set: recorded
                     continue
                 if len(actual) != len(names):
@@ -227,9 +233,11 @@ def check_parity(
                     report.cases.append(Case(set_name, lane.name, truth_runner.name,
                                              judge.outputs(exact, actual, by_name, dims)))  # fmt: skip
                 analyse = None if probe is None else partial(probe.read, lane.opener(), feeds, reference, torch_feeds)
+                if lane.from_pytorch:  # no ONNX file there: nothing to read or localise in it
+                    analyse = partial(_no_decoder, lane.name)
                 outputs = judge.outputs(expected, actual, by_name, dims, analyse, always=analyse_keypoints)
                 case = Case(set_name, lane.name, reference.name, outputs)
-                if localize and not case.passed and _departs(case):
+                if localize and not case.passed and _departs(case) and not lane.from_pytorch:
                     _localise(case, module, data, torch_feeds, feeds, lane, report)
                 report.cases.append(case)
     finally:
@@ -248,6 +256,10 @@ def _float_dtype(module: Any) -> np.dtype | None:
         if t.is_floating_point():
             return np.dtype(str(t.dtype).removeprefix("torch."))
     return None
+
+
+def _no_decoder(runtime: str, _output: str) -> str:
+    return f"{runtime} runs the program lowered from the PyTorch model: it has no ONNX decoder to read"
 
 
 def _check_count(expected: list, names: list[str]) -> None:

@@ -30,7 +30,12 @@ def open_runner(kind: str, model: bytes, options: Mapping[str, Any], isolation: 
 
 
 class Lane:
-    """Runtime ``kind`` over the input sets of one parity run; failures go to ``record``."""
+    """Runtime ``kind`` over the input sets of one parity run; failures go to ``record``.
+
+    A runtime whose runner is built from the PyTorch model (``Runner.source == "pytorch"``: ExecuTorch) gets
+    ``module`` instead of the ONNX file: per input shape, its class converts the module at those inputs
+    (``from_pytorch``, in this process) and the program runs in the worker like any other; a conversion that fails
+    is a failed case (``phase`` "convert")."""
 
     def __init__(
         self,
@@ -39,8 +44,11 @@ class Lane:
         options: Mapping[str, Any],
         isolation: Mapping[str, Any] | None,
         record: Callable[[str, str, RunFailedError], None],
+        module: Any = None,
     ) -> None:
         self.kind, self.model, self.isolation, self.record = kind, model, isolation, record
+        self.module, self.programs = module, {}
+        self.from_pytorch = get_runner(kind).source == "pytorch"
         self.attempts = [dict(options), *get_runner(kind).fallback_options(options)]
         self.attempt = 0
         self.runner: Runner | None = None
@@ -71,8 +79,15 @@ class Lane:
             return True
         return False
 
-    def run(self, feeds: Sequence[np.ndarray], set_name: str) -> list[np.ndarray] | None:
-        """The outputs for one input set, or ``None`` when the runtime failed on it (recorded)."""
+    def run(
+        self, feeds: Sequence[np.ndarray], set_name: str, torch_feeds: Sequence[np.ndarray] | None = None
+    ) -> list[np.ndarray] | None:
+        """The outputs for one input set, or ``None`` when the runtime failed on it (recorded). A runtime built from
+        the PyTorch model runs on ``torch_feeds`` (the module's own dtypes)."""
+        if self.from_pytorch:
+            feeds = list(torch_feeds if torch_feeds is not None else feeds)
+            if not self._program(feeds, set_name):
+                return None
         while (runner := self._open()) is not None:
             try:
                 return runner.run(feeds)
@@ -90,6 +105,29 @@ class Lane:
                                                                   detail=one_line(exc)[:300]))  # fmt: skip
                 return None
         return None
+
+    def _program(self, feeds: Sequence[np.ndarray], set_name: str) -> bool:
+        """Converts the module at these input shapes (once per shape) and makes it this lane's model."""
+        import torch
+
+        from export_tools.errors import ExportError
+
+        signature = tuple((np.shape(f), np.asarray(f).dtype.str) for f in feeds)
+        if signature not in self.programs:
+            try:
+                example = tuple(torch.from_numpy(np.ascontiguousarray(f)) for f in feeds)
+                self.programs[signature] = get_runner(self.kind).from_pytorch(self.module, example)
+            except ExportError as exc:
+                self.programs[signature] = None
+                self.record(set_name, self.kind, RunFailedError(self.kind, "convert", "failed to convert the model",
+                                                                detail=one_line(exc)[:300]))  # fmt: skip
+        program = self.programs[signature]
+        if program is None:
+            return False
+        if program is not self.model:
+            self.close()
+            self.model, self.unloadable = program, False
+        return True
 
     def close(self) -> None:
         """Frees the model in the worker (the worker itself stays for the next check)."""

@@ -105,20 +105,24 @@ class ExecuTorchRunner(Runner):
                 f"example_inputs must be a tuple of tensors, e.g. (x,); got {type(example_inputs).__name__}"
             )
         cls.check_available()
+        import warnings
+
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
         from export_tools.models import eval_mode
 
-        try:
-            with torch.no_grad(), eval_mode(module):
-                exported = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
-        except Exception as exc:
-            raise ExportError(f"torch.export failed for executorch: {root_cause(exc)}") from exc
-        try:
-            program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
-        except Exception as exc:
-            raise ExportError(f"executorch could not lower the exported program: {root_cause(exc)}") from exc
+        with warnings.catch_warnings():  # torch.export and executorch warn about their own internals (pytree)
+            warnings.simplefilter("ignore")
+            try:
+                with torch.no_grad(), eval_mode(module):
+                    exported = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+            except Exception as exc:
+                raise ExportError(f"torch.export failed for executorch: {root_cause(exc)}") from exc
+            try:
+                program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+            except Exception as exc:
+                raise ExportError(f"executorch could not lower the exported program: {root_cause(exc)}") from exc
         return bytes(program.buffer)
 
     def run(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray]:
