@@ -12,15 +12,12 @@ difference exceeds 1e-5.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import custom_ops
 from custom_ops.registry import DEFAULT_OPSET

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,8 +61,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import custom_ops
 from custom_ops.registry import DEFAULT_OPSET

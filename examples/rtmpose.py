@@ -37,10 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import custom_ops  # noqa: E402
+import custom_ops
 
 KEYPOINTS = 5
 FRAME = (240, 320)  # (H, W) of the frames
@@ -176,7 +173,7 @@ def export(weights: Path, out: Path, decode: str, emit: str) -> None:
                "--crop", f"{INPUT[0]}x{INPUT[1]}", "--boxes", "xyxy", "--emit", emit,
                "-o", str(out), "--force"]  # fmt: skip
     print("$ kpx export " + " ".join(command[4:]).replace(str(Path(__file__).resolve()), "examples/rtmpose.py"))
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"kpx export failed ({result.returncode}): {result.stderr.strip()}")
     print(result.stdout.strip())

@@ -16,13 +16,9 @@ Also a model spec for the command line: ``kpx export examples/vit_pose.py:build 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import custom_ops
 from export_tools import to_onnx

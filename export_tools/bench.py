@@ -8,12 +8,12 @@ shared machine are noisy: compare rows of one run.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from export_tools.timing import time_calls
 
 
 @dataclass
@@ -28,24 +28,6 @@ class Timing:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def time_calls(
-    fn: Callable[[], object], seconds: float, *, warmup: int = 2, max_calls: int = 10000, tick=None
-) -> tuple[float, float, float, int]:
-    """Median, 10th and 90th percentile milliseconds of ``fn`` over about ``seconds`` (at least 5 calls)."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    end = time.perf_counter() + seconds
-    while len(times) < 5 or (time.perf_counter() < end and len(times) < max_calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if tick is not None:
-            tick()
-    q = np.percentile(times, [10, 90])
-    return statistics.median(times), float(q[0]), float(q[1]), len(times)
 
 
 def bench(

@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from export_tools.graph import metadata, set_metadata
+from export_tools.graph import props, set_props
 
 INPUTS_KEY, OUTPUTS_KEY, POSE_KEY, SHAPES_KEY = "kpx.inputs", "kpx.outputs", "kpx.pose", "kpx.example_shapes"
 
@@ -169,9 +169,9 @@ def record(proto, model: Any, example: Sequence[Any]) -> None:
     inputs = [v.name for v in graph.input]
     outputs = [v.name for v in graph.output]
     tensors = [a for a in example if isinstance(a, torch.Tensor)]
-    props: dict[str, str] = {}
+    values: dict[str, str] = {}
     if len(tensors) == len(inputs):  # the export sizes: default shape profiles (kpx inspect --target)
-        props[SHAPES_KEY] = json.dumps({name: list(t.shape) for name, t in zip(inputs, tensors)})
+        values[SHAPES_KEY] = json.dumps({name: list(t.shape) for name, t in zip(inputs, tensors)})
     described = describe_kpx_outputs(proto)
     own = model.kpx_metadata() if callable(getattr(model, "kpx_metadata", None)) else {}
 
@@ -185,17 +185,17 @@ def record(proto, model: Any, example: Sequence[Any]) -> None:
             if entry:
                 entries[name] = named(entry)
         if entries:
-            props[f"kpx.{key}"] = json.dumps(entries, sort_keys=True)
+            values[f"kpx.{key}"] = json.dumps(entries, sort_keys=True)
     for key, value in own.items():
         if key not in ("inputs", "outputs"):
-            props[f"kpx.{key}"] = json.dumps(value, sort_keys=True)
-    if props:
-        set_metadata(proto, props)
+            values[f"kpx.{key}"] = json.dumps(value, sort_keys=True)
+    if values:
+        set_props(proto, values)
 
 
 def read(model, key: str) -> Any:
     """The JSON value kpx stored under ``key`` (``INPUTS_KEY`` ...), ``{}`` when absent or unreadable."""
-    text = metadata(model).get(key)
+    text = props(model).get(key)
     if not text:
         return {}
     try:

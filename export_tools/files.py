@@ -212,3 +212,17 @@ def describe_os_error(exc: OSError, path: str | os.PathLike, what: str = "the fi
         errno.EFBIG: "write to a filesystem that allows larger files",
     }.get(exc.errno or 0, "choose another path")
     return f"cannot write {what} {str(path)!r}: {reason}; {fix}"
+
+
+def write_model(proto, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Writes an ``onnx.ModelProto`` to ``path`` atomically (:func:`write_atomic`), checked on disk by the full
+    ONNX checker before it takes ``path``'s place: a failure, or a kill mid-write, leaves neither a partial file nor
+    a damaged existing file behind."""
+    import onnx
+
+    from export_tools.errors import ExportError
+
+    if proto.ByteSize() >= 2**31:
+        raise ExportError("model is >= 2 GiB; kpx does not yet write external data for such models")
+    return write_atomic(path, proto.SerializeToString(), overwrite=overwrite,
+                        validate=lambda tmp: onnx.checker.check_model(tmp, full_check=True))  # fmt: skip

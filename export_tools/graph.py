@@ -68,18 +68,23 @@ def default_opset(model, missing: int | None = None) -> int:
     return missing
 
 
-def metadata(model) -> dict[str, str]:
-    """``model.metadata_props`` as a dict."""
-    return {p.key: p.value for p in model.metadata_props}
+def props(holder) -> dict[str, str]:
+    """``holder.metadata_props`` as a dict (a model's metadata, or a node's)."""
+    return {p.key: p.value for p in holder.metadata_props}
 
 
-def set_metadata(model, props: dict[str, str]) -> None:
-    """Sets (or replaces) ``props`` in ``model.metadata_props``, keeping the others."""
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
+def set_props(holder, values: dict[str, str]) -> None:
+    """Sets (or replaces) ``values`` in ``holder.metadata_props`` (a model's or a node's), keeping the others."""
+    kept = [p for p in holder.metadata_props if p.key not in values]
+    del holder.metadata_props[:]
+    holder.metadata_props.extend(kept)
+    for key, value in values.items():
+        holder.metadata_props.add(key=key, value=value)
+
+
+#: the former names of :func:`props` and :func:`set_props` (one function each; exporter.py still uses them)
+metadata = node_props = props
+set_metadata = set_node_props = set_props
 
 
 def promote_to_float64(model):
@@ -143,20 +148,6 @@ KPX_OP_KEY = "kpx.op"
 #: model metadata holding the node origins of a file below IR 10 (nodes have no ``metadata_props`` there)
 NODE_ORIGINS_KEY = "kpx.node_origins"
 _ORIGIN_KEYS = (*TORCH_ORIGIN_KEYS[:2], TORCH_ORIGIN_KEYS[3], KPX_OP_KEY)
-
-
-def node_props(node) -> dict[str, str]:
-    """``node.metadata_props`` as a dict."""
-    return {p.key: p.value for p in node.metadata_props}
-
-
-def set_node_props(node, props: dict[str, str]) -> None:
-    """Sets (or replaces) ``props`` in ``node.metadata_props``, keeping the others."""
-    kept = [p for p in node.metadata_props if p.key not in props]
-    del node.metadata_props[:]
-    node.metadata_props.extend(kept)
-    for key, value in props.items():
-        node.metadata_props.add(key=key, value=value)
 
 
 def node_origins(model) -> dict[str, dict[str, str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from custom_ops.registry import DOMAIN
-from export_tools.graph import iter_nodes, metadata
+from export_tools.graph import iter_nodes, props
 
 
 def load_onnx(path: str | Path):
@@ -44,7 +44,7 @@ def inspect_model(model) -> dict[str, Any]:
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
     functions = {(f.domain, f.name): f for f in model.functions}
     used = Counter((n.domain or "ai.onnx", n.op_type) for n in iter_nodes(model.graph))
-    meta = metadata(model)
+    meta = props(model)
     kpx_nodes = sorted(op for (domain, op) in used if domain == DOMAIN)
     kpx_ops = [
         {

@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from export_tools.graph import DEFAULT_DOMAINS, metadata, set_metadata, subgraphs
+from export_tools.graph import DEFAULT_DOMAINS, props, set_props, subgraphs
 
 #: target -> the rewrites it needs (names of :data:`REWRITES`), each from a measurement (docs/deployment.md)
 LOWERINGS: dict[str, tuple[str, ...]] = {
@@ -93,7 +93,7 @@ def apply_rewrites(model: Any, rewrites: tuple[str, ...], *, label: str = "") ->
                 for graph in _graphs(sub):
                     _rewrite_nodes(graph.node, rewrites, {}, names, done)
     record = {"target": label, "rewrites": {REWRITES[k]: v for k, v in sorted(done.items())}}
-    set_metadata(model, {"kpx.lowering": _json(record)})
+    set_props(model, {"kpx.lowering": _json(record)})
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -303,5 +303,5 @@ def lowering_record(model: Any) -> dict[str, Any] | None:
     """What :func:`lower_for_target` did to ``model`` (its ``kpx.lowering`` metadata), or ``None``."""
     import json
 
-    text = metadata(model).get("kpx.lowering")
+    text = props(model).get("kpx.lowering")
     return json.loads(text) if text else None

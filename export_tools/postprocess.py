@@ -25,7 +25,7 @@ import numpy as np
 
 from custom_ops.registry import DOMAIN, check_opset, get_op
 from export_tools.errors import ExportError, OpsetConversionError, VerificationError
-from export_tools.graph import default_opset, kpx_nodes, metadata, set_metadata
+from export_tools.graph import default_opset, kpx_nodes, props, set_props
 
 SIMPLIFIERS = ("onnxslim", "onnxsim")
 #: outputs of a simplified file may differ from the original's by this much ((rtol, atol) by dtype): constant
@@ -165,9 +165,9 @@ def _restore(original, simplified) -> list[str]:
         del simplified.functions[:]
         simplified.functions.extend(fixed.functions)
         repaired.append("function bodies")
-    lost = {k: v for k, v in metadata(original).items() if k.startswith("kpx.") and k not in metadata(simplified)}
+    lost = {k: v for k, v in props(original).items() if k.startswith("kpx.") and k not in props(simplified)}
     if lost:
-        set_metadata(simplified, lost)
+        set_props(simplified, lost)
         repaired.append("metadata " + ", ".join(sorted(lost)))
     return repaired
 

@@ -22,7 +22,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from export_tools.graph import DEFAULT_DOMAINS, default_opset, iter_graphs, iter_nodes, metadata
+from export_tools.graph import DEFAULT_DOMAINS, default_opset, iter_graphs, iter_nodes, props
 
 ERROR, WARNING = "error", "warning"
 DATA_DEPENDENT = ("NonZero", "Unique", "Compress", "NonMaxSuppression")
@@ -257,7 +257,7 @@ def check_target(model, target: str) -> TargetReport:
             "export the model in float32 (model.float()) or --dtype fp16")  # fmt: skip
     if t.op_rules:
         _op_findings(model, inlined, t, add)
-    if t.name == "litert" and "DecodeSimCC" in json.loads(metadata(model).get("kpx.ops", "{}") or "{}"):
+    if t.name == "litert" and "DecodeSimCC" in json.loads(props(model).get("kpx.ops", "{}") or "{}"):
         add(WARNING, "converter", "kpx op DecodeSimCC", "onnx2tf 1.28.8 failed on kpx's standalone decode_simcc "
             "file ('axes don't match array') and converted it inside a SimCC network",
             "run kpx check FILE --providers litert before shipping the file")  # fmt: skip
@@ -299,9 +299,9 @@ def _op_findings(model, inlined, t: Target, add) -> None:
 
     graph, folded = (model.graph, False) if model.functions else _checked_graph(model, inlined, t)
     origins = {}
-    for name, props in node_origins(model).items():
+    for name, tags in node_origins(model).items():
         try:
-            origins[name] = json.loads(props.get("kpx.op", "")).get("op_type")
+            origins[name] = json.loads(tags.get("kpx.op", "")).get("op_type")
         except (ValueError, AttributeError):
             continue
 
@@ -350,7 +350,7 @@ def _profiles(model, overrides: dict[str, tuple[int, int, int]]) -> dict[str, li
     """``{input: [(min, opt, max) per dim]}``: symbolic dims from ``overrides``, else from the example
     shapes kpx records (``kpx.example_shapes``): batch (dim 0) ``1 : n : 4n``, others ``n/2 : n : 2n``.
     One symbolic name gets one profile, wherever it appears."""
-    examples = json.loads(metadata(model).get("kpx.example_shapes", "{}"))
+    examples = json.loads(props(model).get("kpx.example_shapes", "{}"))
     symbols = {d.dim_param for v in model.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
     unknown = sorted(set(overrides) - symbols)
     if unknown:

@@ -18,7 +18,7 @@ import pytest
 from custom_ops import list_ops
 from export_tools import EMIT_MODES, cli, to_onnx
 from export_tools.errors import VerificationError
-from export_tools.graph import kpx_nodes, metadata
+from export_tools.graph import kpx_nodes, props
 from export_tools.models import OpModel
 from export_tools.parity.inputs import input_sets
 from export_tools.postprocess import SAME, repair, simplify
@@ -145,14 +145,14 @@ def test_repair_converts_the_opset_the_kpx_way(source, target):
 def test_repair_restores_the_metadata_graphsurgeon_drops(tmp_path, capsys):
     original = _file("spatial_soft_argmax2d", "function")
     stripped = _graphsurgeon(original)
-    assert not metadata(stripped)  # measured: onnx-graphsurgeon 0.6 drops metadata_props
+    assert not props(stripped)  # measured: onnx-graphsurgeon 0.6 drops metadata_props
     path = tmp_path / "gs.onnx"
     onnx.save(stripped, str(path))
     assert cli.main(["inspect", str(path)]) == 0
     assert "the kpx metadata is gone" in capsys.readouterr().out
     dims = ["--dim", "B=2", "--dim", "N=4", "--dim", "H=8", "--dim", "W=6"]
     assert cli.main(["repair", str(path), "-o", str(tmp_path / "fixed.onnx"), *dims]) == 0
-    assert metadata(onnx.load(str(tmp_path / "fixed.onnx")))["kpx.ops"] == '{"SpatialSoftArgmax2d": 1}'
+    assert props(onnx.load(str(tmp_path / "fixed.onnx")))["kpx.ops"] == '{"SpatialSoftArgmax2d": 1}'
 
 
 @pytest.mark.parametrize("tool", ["onnxslim", "onnxsim"])
@@ -164,7 +164,7 @@ def test_simplify_keeps_kpx_files_whole_and_reports(tool, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{tool} " in out and "nodes" in out and "load" in out and "outputs equal on inputs, resized" in out
     simplified = onnx.load(str(tmp_path / "b.onnx"))
-    assert simplified.functions and metadata(simplified)["kpx.example_shapes"]
+    assert simplified.functions and props(simplified)["kpx.example_shapes"]
 
 
 def test_simplify_refuses_a_result_that_computes_something_else(monkeypatch, tmp_path, capsys):

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 import custom_ops
 from export_tools import to_onnx
-from export_tools.graph import KPX_OP_KEY, NODE_ORIGINS_KEY, metadata, node_origins
+from export_tools.graph import KPX_OP_KEY, NODE_ORIGINS_KEY, node_origins, props
 from export_tools.parity import SCHEMA, assert_parity, check_parity, first_departing_module
 
 pytest.importorskip("onnxruntime")
@@ -109,7 +109,7 @@ def test_tampered_weight_is_found_below_ir_10_through_the_model_metadata():
     model = make_head()
     x = features()
     good = to_onnx(model, (x,), opset=17, emit="inline")
-    assert good.ir_version < 10 and NODE_ORIGINS_KEY in metadata(good)
+    assert good.ir_version < 10 and NODE_ORIGINS_KEY in props(good)
     assert all(len(n.metadata_props) == 0 for n in good.graph.node)  # IR 9 nodes hold no metadata
     bad = scale_initializer(good, "conv.weight", 0.9)
     where = only_where(check_parity(model, (x,), model=bad, resized=False, opset=17))

@@ -539,3 +539,13 @@ def test_a_tolerance_pair_with_none_keeps_that_default():
         assert (out.rtol, out.atol) == (0.25, DEFAULT_TOLERANCES[key][1]), (dtype, out)
     with pytest.raises(ValueError, match="finite and >= 0"):
         check_parity(_SOFT, (_X,), tolerances={"spatial_soft_argmax2d": (None, float("nan"))})
+
+
+def test_model_bytes_that_are_not_onnx_are_a_usage_error_naming_them(tmp_path):
+    from export_tools.errors import UsageError
+
+    with pytest.raises(UsageError, match="model= holds 13 bytes that are not a readable ONNX model"):
+        check_parity(None, (torch.randn(1, 2, 3, 3),), model=b"garbage bytes")
+    (tmp_path / "bad.onnx").write_bytes(b"garbage bytes")
+    with pytest.raises(UsageError, match="bad.onnx' is not a readable ONNX file"):
+        check_parity(None, (torch.randn(1, 2, 3, 3),), model=tmp_path / "bad.onnx")

@@ -68,3 +68,27 @@ def test_the_repository_stands_on_its_own():
 def test_no_generated_files_are_tracked():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     assert not [f for f in tracked if re.search(r"onnxruntime_profile|\.tmp$|\.onnx$", f)]
+
+
+def test_every_cli_module_is_a_registered_subcommand():
+    from export_tools.cli import SUBCOMMANDS
+
+    folder = ROOT / "export_tools" / "cli"
+    files = {p.stem for p in folder.glob("*.py") if not p.name.startswith("_")}
+    assert files == {m.__name__.rsplit(".", 1)[-1] for m in SUBCOMMANDS}
+
+
+def test_no_module_outside_custom_ops_imports_a_private_custom_ops_module():
+    """export_tools, benchmarks and examples use custom_ops' public names (custom_ops.ops._common is the ops' own)."""
+    files = [*(ROOT / "export_tools").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
+             *(ROOT / "examples").glob("*.py")]  # fmt: skip
+    for path in files:
+        private = {m for m in _imports(path) if m.startswith("custom_ops") and any(
+            part.startswith("_") and part != "__init__" for part in m.split("."))}  # fmt: skip
+        assert not private, f"{path.relative_to(ROOT)} imports {sorted(private)}"
+
+
+def test_examples_run_against_the_installed_package():
+    """An example imports kpx as a user's script does: it never puts the repository on sys.path."""
+    for path in (ROOT / "examples").glob("*.py"):
+        assert "sys.path" not in path.read_text(), path.name

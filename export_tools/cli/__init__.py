@@ -1,12 +1,13 @@
-"""The ``kpx`` command line (also ``python -m export_tools``).
+"""kpx exports keypoint heads (soft-argmax, heatmap and SimCC decoding, the top-down crop) to ONNX, checks the file
+against PyTorch on the runtimes you deploy to, and says what a runtime will refuse.
 
 Exit codes: 0 success, 1 parity or check failure, 2 usage or input error, 3 environment error (a
 requested runtime or package is missing), 4 a kpx bug (please report it; ``-v`` prints the traceback),
 130 interrupted. Results go to stdout (``--json`` for machines); logs and progress go to stderr.
 
-One module per subcommand (its parser and its run side by side): :mod:`.ops`, :mod:`.export`,
-:mod:`.check`, :mod:`.inspect`, :mod:`.doctor`, :mod:`.bench`; shared options and helpers in
-:mod:`._common`. This module only parses and maps errors to exit codes (:mod:`export_tools.errors`).
+One module per subcommand, its parser and its run side by side, listed in :data:`SUBCOMMANDS` (the order of
+``kpx --help``; docs/cli.md is generated from it); shared options and helpers in :mod:`._common`. This module
+only parses and maps errors to exit codes (:mod:`export_tools.errors`). Also ``python -m export_tools``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="details, tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="errors only on stderr")
-    parser = argparse.ArgumentParser(prog="kpx", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="kpx", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("-v", "--verbose", action="count", default=0, help="details, tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", default=False, help="errors only on stderr")
     parser.add_argument("--version", action="version", version=f"kpx {_kpx_version()}")

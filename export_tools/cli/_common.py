@@ -244,21 +244,51 @@ def tolerances(args: argparse.Namespace, outputs: list[str]) -> dict[str, tuple[
     return dict.fromkeys(outputs, (args.rtol, args.atol))
 
 
-def read_model(path: str) -> bytes:
+def read_onnx(path: str):
+    """The ONNX file at ``path`` (loaded and checked), or a :class:`UsageError` naming the problem."""
     from export_tools.inspection import load_onnx
 
     try:
-        return load_onnx(path).SerializeToString()
+        return load_onnx(path)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
 
-def file_inputs(args: argparse.Namespace, model: bytes) -> dict[str, tuple[Any, dict[str, Any]]]:
+def write_onnx(proto, out, args: argparse.Namespace) -> None:
+    """Writes the command's ONNX output (``-o``) atomically, checked on disk; ``--force`` replaces a file."""
+    from export_tools.files import describe_os_error, write_model
+
+    try:
+        write_model(proto, out, overwrite=args.force)
+    except OSError as exc:
+        raise UsageError(describe_os_error(exc, out, "the model")) from None
+
+
+def add_file_options(p: argparse.ArgumentParser, output: str) -> None:
+    """A command that reads an ONNX file and writes another (``kpx repair``, ``kpx simplify``): ``MODEL.onnx``,
+    ``-o``, the inputs its check runs on, ``--force``."""
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", required=True, help=f"the {output} .onnx file to write")
+    add_input_file_options(p)
+    add_max_input(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+
+def output_path(args: argparse.Namespace):
+    """``-o``, checked against the rules of every kpx output (not one of the command's inputs)."""
+    from export_tools.files import check_output_path
+
+    return check_output_path(args.output, overwrite=args.force, inputs=[args.model, args.inputs], flag="-o")
+
+
+def file_inputs(args: argparse.Namespace, model: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Named input sets for an ONNX file, each with facts for the report: ``--inputs x.npz``; or seeded random
     inputs sized by ``--dim``; or, for the symbolic dims ``--dim`` leaves out, the sizes kpx recorded at export
     (``kpx.example_shapes``), checked once more with each of those dims one larger (as ``export --check``)."""
     from export_tools.parity.inputs import input_sets, load_npz
 
+    if not isinstance(model, bytes):  # an onnx.ModelProto
+        model = model.SerializeToString()
     if args.inputs:
         try:
             return {"inputs": (load_npz(args.inputs, model), {"file": args.inputs})}

@@ -20,7 +20,7 @@ from export_tools.cli._common import (
     load_pytorch,
     non_negative,
     parse_runtimes,
-    read_model,
+    read_onnx,
 )
 from export_tools.errors import OK, UsageError
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
     if args.model.endswith(".onnx"):
         if args.input or args.dynamic or args.weights:
             raise UsageError("--input/--dynamic/--weights apply to a MODEL spec; for an .onnx file use --dim NAME=SIZE")
-        model = read_model(args.model)
+        model = read_onnx(args.model).SerializeToString()
         feeds, _ = file_inputs(args, model)["inputs"]
     else:
         if args.inputs or args.dim:

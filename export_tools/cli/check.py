@@ -19,7 +19,7 @@ from export_tools.cli._common import (
     model_file,
     parity_options,
     parse_runtimes,
-    read_model,
+    read_onnx,
     tolerances,
     write_report,
 )
@@ -38,15 +38,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, log: Log) -> int:
-    import onnx
-
     from export_tools.errors import LocalFunctionsUnsupportedError, ModelLoadError
     from export_tools.parity import check_parity
 
     check_report_path(args, [args.model, args.inputs, args.weights, model_file(args.reference)])
     if args.weights and not args.reference:
         raise UsageError("--weights applies to --reference; give the PyTorch model with --reference MODEL")
-    model = read_model(args.model)
+    model = read_onnx(args.model)
     runtimes = parse_runtimes(args.providers)
     sets = file_inputs(args, model)
     module = None
@@ -54,7 +52,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
         from export_tools.loading import load_model
 
         module = load_model(args.reference, args.weights).module
-    names = [o.name for o in onnx.load_from_string(model).graph.output]
+    names = [o.name for o in model.graph.output]
     against = f"PyTorch {args.reference}" if module is not None else "a float64 onnx.reference evaluation"
     log.info(f"checking {args.model} on {', '.join(runtimes)} against {against}")
     try:

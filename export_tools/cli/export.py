@@ -23,6 +23,7 @@ from export_tools.cli._common import (
     parity_options,
     parse_runtimes,
     tolerances,
+    write_onnx,
     write_report,
 )
 from export_tools.errors import CHECK_FAILED, OK, UsageError
@@ -131,8 +132,7 @@ def decode_notes(decode: dict, args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace, log: Log) -> int:
     from export_tools.errors import LocalFunctionsUnsupportedError, ModelLoadError
-    from export_tools.exporter import save_atomic
-    from export_tools.files import check_output_path, describe_os_error
+    from export_tools.files import check_output_path
     from export_tools.graph import kpx_nodes
     from export_tools.parity import check_parity
 
@@ -191,10 +191,7 @@ def run(args: argparse.Namespace, log: Log) -> int:
 
         proto = lower_for_target(proto, args.target)
         log.info(f"lowered for {args.target}: {lowering_record(proto)['rewrites'] or 'nothing to rewrite'}")
-    try:
-        save_atomic(proto, out, overwrite=args.force)
-    except OSError as exc:
-        raise UsageError(describe_os_error(exc, out, "the model")) from None
+    write_onnx(proto, out, args)
     progress.step("written")
     progress.close()
     nodes = len(kpx_nodes(proto))

@@ -11,49 +11,38 @@ from __future__ import annotations
 
 import argparse
 
-from export_tools.cli._common import Log, add_input_file_options, add_max_input, file_inputs, read_model
+from export_tools.cli._common import Log, add_file_options, file_inputs, output_path, read_onnx, write_onnx
 from export_tools.errors import CHECK_FAILED, OK, UsageError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     from export_tools.lowering import LOWERINGS
 
-    p.add_argument("model", metavar="MODEL.onnx")
-    p.add_argument("-o", "--output", required=True, help="the repaired .onnx file to write")
+    add_file_options(p, "repaired")
     p.add_argument("--opset", type=int, help="convert to this default-domain opset (15-21; default: the file's)")
     p.add_argument("--target", choices=tuple(LOWERINGS), help="also lower the file for this runtime (rewrites of ops "
                    "it lacks, identical values; export_tools/lowering.py)")  # fmt: skip
-    add_input_file_options(p)
-    add_max_input(p)
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
 
 def run(args: argparse.Namespace, log: Log) -> int:
-    import onnx
-
-    from export_tools.exporter import save_atomic
-    from export_tools.files import check_output_path, describe_os_error
     from export_tools.graph import default_opset
     from export_tools.parity import check_parity
     from export_tools.postprocess import node_count, repair
 
-    out = check_output_path(args.output, overwrite=args.force, inputs=[args.model, args.inputs], flag="-o")
-    model = onnx.load_from_string(read_model(args.model))
+    out = output_path(args)
+    model = read_onnx(args.model)
     try:
         fixed = repair(model, opset=args.opset, target=args.target)
     except (ValueError, KeyError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
-    sets = file_inputs(args, fixed.SerializeToString())
+    sets = file_inputs(args, fixed)
     report = check_parity(None, {name: feeds for name, (feeds, _) in sets.items()}, model=fixed,
                           input_meta={name: meta for name, (_, meta) in sets.items()})  # fmt: skip
     print(report.table())
     if not report.passed:
         log.error("the repaired file does not pass its check on ONNX Runtime; nothing written")
         return CHECK_FAILED
-    try:
-        save_atomic(fixed, out, overwrite=args.force)
-    except OSError as exc:
-        raise UsageError(describe_os_error(exc, out, "the model")) from None
+    write_onnx(fixed, out, args)
     print(f"wrote {out} (opset {default_opset(model)} -> {default_opset(fixed)}, {len(fixed.functions)} kpx "
           f"function bodies, {node_count(fixed)} nodes)")  # fmt: skip
     return OK

@@ -418,16 +418,26 @@ def _all_tensors(values: Any) -> bool:
 
 
 def _load_model(model: Any):
+    """``model=`` as an ``onnx.ModelProto``: a proto, serialized bytes or a path; anything unreadable is a
+    :class:`UsageError` naming it."""
     import onnx
 
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model))
+        try:
+            return onnx.load_from_string(bytes(model))
+        except Exception as exc:
+            raise UsageError(f"model= holds {len(model)} bytes that are not a readable ONNX model "
+                             f"({type(exc).__name__}: {one_line(exc)[:120]}); pass the bytes of an .onnx file, a path "
+                             "or an onnx.ModelProto") from None  # fmt: skip
     if isinstance(model, (str, os.PathLike)):
         from export_tools.inspection import load_onnx
 
-        return load_onnx(model)
+        try:
+            return load_onnx(model)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(f"model=: {exc}") from None
     raise TypeError(f"model must be ONNX bytes, an onnx.ModelProto or a path; got {type(model).__name__}")
 
 

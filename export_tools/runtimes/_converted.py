@@ -147,9 +147,9 @@ def fit_output(
 
 def example_shapes(proto: Any) -> ShapeKey | None:
     """The input shapes to convert at load: the sizes kpx recorded at export, else the file's static dims."""
-    from export_tools.graph import metadata
+    from export_tools.graph import props
 
-    recorded = json.loads(metadata(proto).get("kpx.example_shapes", "{}") or "{}")
+    recorded = json.loads(props(proto).get("kpx.example_shapes", "{}") or "{}")
     shapes = []
     for value in proto.graph.input:
         dims = value.type.tensor_type.shape.dim

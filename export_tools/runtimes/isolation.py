@@ -224,7 +224,7 @@ class IsolatedRunner(Runner):
         return list(self._call(("run", self._id, [np.ascontiguousarray(f) for f in feeds]), "run")[1])
 
     def time(self, feeds: Sequence[np.ndarray], seconds: float) -> tuple[float, float, float, int]:
-        """:func:`export_tools.bench.time_calls` of this runtime, timed inside the worker (no pipe in the loop)."""
+        """:func:`export_tools.timing.time_calls` of this runtime, timed inside the worker (no pipe in the loop)."""
         feeds = [np.ascontiguousarray(f) for f in feeds]
         return tuple(self._call(("time", self._id, feeds, seconds), "run")[1])
 
@@ -258,7 +258,7 @@ def _serve(conn_in: Connection, conn_out: Connection) -> None:
             elif message[0] == "run":
                 conn_out.send(("ok", runners[message[1]].run(message[2])))
             elif message[0] == "time":
-                from export_tools.bench import time_calls
+                from export_tools.timing import time_calls
 
                 _, key, feeds, seconds = message
                 conn_out.send(("ok", time_calls(lambda r=runners[key], f=feeds: r.run(f), seconds)))
