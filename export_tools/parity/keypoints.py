@@ -77,8 +77,8 @@ class KeypointOutput:
         if self.per_unit is not None:
             return np.broadcast_to(1.0 / np.asarray(self.per_unit, np.float64), (rows, 2))
         if self.units == "normalized":
-            sizes = [dims.get(v) if isinstance(v, str) else v for v in (self.map_size or (None, None))]
-            if any(not isinstance(s, int) or s < 1 for s in sizes):
+            sizes = [resolve_dim(v, dims) for v in (self.map_size or (None, None))]
+            if any(s is None or s < 1 for s in sizes):
                 return None
             (h, w), span = sizes, (1.0 if self.align_corners else 0.0)
             per_unit = ((w - span) / 2 or 1.0, (h - span) / 2 or 1.0)  # a 1-px axis: coordinate 0, any scale
@@ -89,6 +89,36 @@ class KeypointOutput:
         if box.shape[0] != rows:
             return np.ones((rows, 2))
         return box_pixels_per_input_pixel(box, self.box_format, self.padding, self.crop, self.input_size)
+
+
+def resolve_dim(dim: Any, dims: Mapping[str, int]) -> int | None:
+    """A dim of a graph value at one input set: an int, a symbolic dim of the inputs, or integer arithmetic of them
+    as torch.export writes it (``((H - 1)//4) + 1``); ``None`` when it cannot be known."""
+    import ast
+    import operator
+
+    if isinstance(dim, int):
+        return dim
+    if not isinstance(dim, str):
+        return None
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+           ast.Mod: operator.mod}  # fmt: skip
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in dims:
+            return int(dims[node.id])
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        raise ValueError(dim)
+
+    try:
+        return value(ast.parse(dim, mode="eval").body)
+    except (ValueError, SyntaxError, ZeroDivisionError):
+        return None
 
 
 def box_pixels_per_input_pixel(

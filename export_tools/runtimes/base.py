@@ -4,7 +4,7 @@ A runner runs one ONNX model on one runtime. Every runner class declares:
 
 - ``kind``: its name in this table, on the command line (``--providers cpu,openvino``) and in the API
   (``check_parity(..., runtimes=["cpu"])``);
-- ``summary``: one line for ``--help`` and ``kpx doctor``;
+- ``summary``: one line for ``--help`` and ``kpx doctor``; ``install``: the command that installs it;
 - ``source``: ``"onnx"`` (constructed from ONNX bytes) or ``"pytorch"`` (from bytes its class builds out of the
   PyTorch model with ``from_pytorch``: ExecuTorch's ``.pte``);
 - ``check_available()``: a cheap check (no model) that raises :class:`RunnerUnavailableError` with the
@@ -42,6 +42,8 @@ class Runner(ABC):
     #: ``"pytorch"`` (the runner's own format built from the PyTorch model, e.g. ExecuTorch's ``.pte``: see
     #: ``from_pytorch`` on such a class); the parity harness gives each runner the bytes it takes
     source: ClassVar[str] = "onnx"
+    #: how to install it (the README's runtime table and ``kpx doctor`` read it; "" when it comes with kpx)
+    install: ClassVar[str] = ""
     #: the label of this runner's rows in parity reports (e.g. ``"ort-cpu"``); instances may refine it
     name: str = ""
 

@@ -52,6 +52,7 @@ class ExecuTorchRunner(Runner):
     """
 
     kind = "executorch"
+    install = INSTALL_HINT
     summary = (
         "ExecuTorch: the PyTorch model through torch.export, lowered to XNNPACK (.pte); from the model, not a file"
     )

@@ -41,6 +41,7 @@ from export_tools.runtimes._converted import (
     refuse_local_functions,
     static_copy,
 )
+from export_tools.runtimes._litert_env import CREATE_COMMAND
 from export_tools.runtimes.base import Runner, register_runner
 
 SERVER = Path(__file__).with_name("_litert_server.py")
@@ -52,6 +53,7 @@ class LiteRtRunner(Runner):
 
     kind = "litert"
     summary = "LiteRT (TFLite) via onnx2tf, fp32, in its own environment (python -m export_tools.runtimes._litert_env)"
+    install = CREATE_COMMAND
 
     def __init__(self, model: bytes, *, name: str = "", threads: int = 1, benchmark: bool = False,
                  timeout: float = 600.0) -> None:  # fmt: skip

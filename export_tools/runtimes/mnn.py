@@ -56,6 +56,7 @@ class MnnRunner(Runner):
     """
 
     kind = "mnn"
+    install = INSTALL_HINT
     summary = "MNN CPU backend, high (fp32) precision: the file converted by MNN's converter (inline files)"
 
     def __init__(self, model: bytes, *, name: str = "", threads: int = 1, benchmark: bool = False) -> None:

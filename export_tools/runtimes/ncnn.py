@@ -69,6 +69,7 @@ class NcnnRunner(Runner):
     """
 
     kind = "ncnn"
+    install = INSTALL_HINT
     summary = "ncnn CPU, fp32 (fp16/bf16/int8 off): the file converted by pnnx (inline files)"
 
     def __init__(self, model: bytes, *, name: str = "", threads: int = 1, benchmark: bool = False) -> None:

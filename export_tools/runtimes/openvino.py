@@ -46,6 +46,7 @@ class OpenVinoRunner(Runner):
     """
 
     kind = "openvino"
+    install = 'pip install "kpx[openvino]"'
     summary = "OpenVINO CPU plugin, f32 inference precision (emit='inline' files: it reads no ONNX functions)"
 
     def __init__(

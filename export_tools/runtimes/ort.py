@@ -85,6 +85,7 @@ class OrtRunner(Runner):
     """ONNX Runtime with exactly the requested provider (``"cpu"`` or ``"cuda"``)."""
 
     kind = "cpu"
+    install = 'pip install "kpx[cpu]" (or "kpx[gpu]" for CUDA, never both)'
     summary = "ONNX Runtime, CPU execution provider"
     provider = "cpu"
 
@@ -165,6 +166,7 @@ class OrtCudaRunner(OrtRunner):
     """ONNX Runtime on the CUDA execution provider (``onnxruntime-gpu``), CPU fallback disabled."""
 
     kind = "cuda"
+    install = 'pip install "kpx[gpu]" (never with kpx[cpu])'
     summary = "ONNX Runtime, CUDA execution provider (onnxruntime-gpu)"
     provider = "cuda"
 

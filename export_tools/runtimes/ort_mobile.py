@@ -24,6 +24,7 @@ class OrtFormatRunner(Runner):
     """
 
     kind = "ort-mobile"
+    install = 'pip install "kpx[cpu,mobile]"'
     summary = "ONNX Runtime mobile: the file converted to .ort (needs flatbuffers), run on the CPU provider"
 
     def __init__(self, model: bytes | str | os.PathLike, *, name: str = "ort-mobile", benchmark: bool = False) -> None:
