@@ -33,10 +33,11 @@ import numpy as np
 DEFAULT_PX_TOL = 0.1
 """0.1 network-input pixel. Why (docs/parity.md): COCO's OKS scores a keypoint with ``exp(-d^2 / (2 s^2 k^2))``; for
 its most precise keypoint (an eye, ``k = 0.05``) of a person filling a 192x256 crop (``s = sqrt(192 * 256)``),
-0.1 input px changes that keypoint's OKS by 4e-5, and even for a 32x32 person drawn into the same crop by 0.1 %.
+0.1 input px changes that keypoint's OKS by 4e-5, whatever the person's size in the frame (OKS scales with the
+person as input pixels do); even 0.1 *frame* px on a 32x32 person changes it by 0.2 %.
 Every export bug kpx has met moved keypoints by 0.5 px or more (a half-pixel convention, MSRA vs UDP scaling: up to
-5 px, a box format: tens of px), while float32 rounding through DARK on real networks moved them by at most 0.06 input
-px (measured, docs/parity.md)."""
+5 px, a box format: tens of px), while float32 files of real networks moved them by at most ~4e-3 input px outside
+DARK's discontinuities on flat peaks (measured, docs/parity.md)."""
 
 
 @dataclass
