@@ -1,6 +1,7 @@
 """Helpers shared by several ops (never imported from a sibling op file).
 
-- argument validation with messages that name the argument and the fix;
+- argument validation with messages that name the argument and the fix, including :func:`mode_code`, the one
+  check of every mode string (``temperature_mode``, ``refine``, ``box_format``, ``window``, ...);
 - ONNX element-type codes by name, for ``Cast(to=...)`` in function bodies (``import custom_ops``
   needs only torch, so these are the ``onnx.TensorProto`` values; a test keeps them equal);
 - the softmax temperature convention (``spatial_softmax2d``, ``spatial_soft_argmax2d``);
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -32,18 +34,28 @@ INT64 = 7
 BOOL = 9
 ONNX_TYPES = {"FLOAT": FLOAT, "INT32": INT32, "INT64": INT64, "BOOL": BOOL}  # the ones op bodies use
 
+
+# --- mode strings ------------------------------------------------------------------------------------------
+def mode_code(value: Any, arg: str, choices: dict[str, str]) -> int:
+    """Validates the mode string ``value`` of argument ``arg``; its ONNX attribute code.
+
+    ``choices`` maps each accepted string to its meaning, in code order (the code is the position). Anything
+    else is a ``ValueError`` naming ``arg``, every choice with its meaning, and what came.
+    """
+    if isinstance(value, str) and value in choices:
+        return list(choices).index(value)
+    *listed, last = (f"{name!r} ({meaning})" for name, meaning in choices.items())
+    raise ValueError(f"{arg} must be {', '.join(listed)}{' or ' * bool(listed)}{last}; got {value!r}")
+
+
 # --- boxes (heatmap_to_image, topdown_crop; export_tools.decoding's --boxes) ---------------------------------
-BOX_FORMATS = ("xywh", "xyxy", "cs")  # index = the ONNX attribute code
-
-
-def box_format_code(box_format: str) -> int:
-    """Validates ``box_format``; its ONNX attribute value (0 xywh, 1 xyxy, 2 cs)."""
-    if box_format not in BOX_FORMATS:
-        raise ValueError(
-            f"box_format must be 'xyxy' (x0, y0, x1, y1), 'xywh' (x0, y0, w, h) or 'cs' (centre x, centre y, "
-            f"width, height in pixels: mmpose's bbox_center/bbox_scale); got {box_format!r}"
-        )
-    return BOX_FORMATS.index(box_format)
+#: ``box_format`` strings and their meaning, in the order of their ONNX attribute codes (0, 1, 2)
+BOX_FORMAT_CHOICES = {
+    "xywh": "x0, y0, w, h",
+    "xyxy": "x0, y0, x1, y1",
+    "cs": "centre x, centre y, width, height in pixels: mmpose's bbox_center/bbox_scale",
+}
+BOX_FORMATS = tuple(BOX_FORMAT_CHOICES)  # index = the ONNX attribute code
 
 
 # --- DARK's blur (decode_heatmaps, decode_simcc) -------------------------------------------------------------
@@ -87,15 +99,31 @@ def check_split_ratio(split_ratio: Any) -> float:
     return float(split_ratio)
 
 
-def as_sequence(value: Sequence[int], arg: str, length: int) -> tuple[int, ...]:
-    """Validates a static int sequence such as ``size=(H, W)``."""
-    try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{arg} must be a sequence of {length} ints; got {value!r}") from None
+_COUNTS = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
+def as_sequence(value: Sequence[int], arg: str, length: int, hint: str = "") -> tuple[int, ...]:
+    """Validates a static int sequence such as ``size=(H, W)``: ``length`` ints >= 1, each a Python or numpy int
+    or a one-element integer tensor. A float (even ``8.0``), a bool or a string is an error, not rounded: ``int()``
+    would silently make ``8.5`` an 8 and ``True`` a 1. ``hint`` follows "ints >= 1" in the message."""
+    want = f"{arg} must be {_COUNTS.get(length, length)} ints >= 1{hint}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{want}; got {value!r}")
+    out = []
+    for v in value:
+        try:
+            if isinstance(v, bool) or (isinstance(v, Tensor) and v.dtype == torch.bool):
+                raise TypeError
+            out.append(operator.index(v))  # ints, numpy ints, integer one-element tensors; never floats
+        except TypeError:
+            kind = f"a {v.dtype} tensor" if isinstance(v, Tensor) else f"a {type(v).__name__}"
+            fix = "Pass ints"
+            if "float" in kind:
+                fix = "A size is a whole number of pixels: round it where it is computed (kpx does not) and pass ints"
+            raise ValueError(f"{want}; got {value!r}: {v!r} is {kind}, not an int. {fix}") from None
     if len(out) != length or any(v < 1 for v in out):
-        raise ValueError(f"{arg} must be {length} ints >= 1; got {value!r}")
-    return out
+        raise ValueError(f"{want}; got {value!r}")
+    return tuple(out)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -131,17 +159,8 @@ def tracing() -> bool:
 
 
 # --- softmax temperature -----------------------------------------------------------------------------------
-TEMPERATURE_MODES = ("multiply", "divide")
-
-
-def temperature_divide(temperature_mode: str) -> bool:
-    """Validates ``temperature_mode``; True for ``"divide"``."""
-    if temperature_mode not in TEMPERATURE_MODES:
-        raise ValueError(
-            f"temperature_mode must be 'multiply' (softmax(x * t), kornia <= 0.8, mmpose) or "
-            f"'divide' (softmax(x / t), kornia 0.9); got {temperature_mode!r}"
-        )
-    return temperature_mode == "divide"
+#: ``temperature_mode`` strings and their meaning; code 1 (``"divide"``) is the ``temperature_divide`` attribute
+TEMPERATURE_MODES = {"multiply": "softmax(x * t), kornia <= 0.8, mmpose", "divide": "softmax(x / t), kornia 0.9"}
 
 
 def scaled_softmax(logits: Tensor, temperature: Tensor | float, divide: bool) -> Tensor:

@@ -65,6 +65,7 @@ from custom_ops.ops._common import (
     as_sequence,
     compute_dtype,
     is_exporting,
+    mode_code,
     positive_scalar,
     tracing,
     validate_tensor,
@@ -93,8 +94,13 @@ def _per_pixel(xy: Tensor, width: int, height: int) -> Tensor:
     return torch.cat([xy[..., :1].expand(*shape, width), xy[..., 1:].expand(*shape, height)], -1)
 
 
-#: ``window`` names, in the order of their ONNX attribute codes (0, 1, 2)
-WINDOWS = ("symmetric", "mmpose", "full")
+#: ``window`` strings and their meaning, in the order of their ONNX attribute codes (0, 1, 2)
+WINDOW_CHOICES = {
+    "symmetric": "|u - c| <= truncate*sigma, the classic window",
+    "mmpose": "offsets -ceil(r) .. floor(r), mmpose's MSRA/UDP window",
+    "full": "the whole map, mmpose's DARK test",
+}
+WINDOWS = tuple(WINDOW_CHOICES)
 SYMMETRIC, MMPOSE, FULL = range(len(WINDOWS))
 
 
@@ -369,16 +375,6 @@ def _check_inputs(
     return sigma
 
 
-def _window_code(window: str) -> int:
-    if window not in WINDOWS:
-        raise ValueError(
-            f"window must be 'symmetric' (|u - c| <= truncate*sigma, the classic window), 'mmpose' (offsets "
-            f"-ceil(r) .. floor(r), mmpose's MSRA/UDP window) or 'full' (the whole map, mmpose's DARK test); "
-            f"got {window!r}"
-        )
-    return WINDOWS.index(window)
-
-
 def gaussian_heatmaps(
     keypoints: Tensor,
     size: tuple[int, int],
@@ -414,11 +410,11 @@ def gaussian_heatmaps(
         or the visibility; times ``keypoint_weights``), both in ``keypoints``' dtype.
     """
     sigma = _check_inputs(keypoints, sigma, visibility, keypoint_weights)
-    size = list(as_sequence(size, "size", 2))
+    size = list(as_sequence(size, "size", 2, " (H, W)"))
     truncate = float(positive_scalar(truncate, "truncate"))
     flags = (
         bool(subpixel),
-        _window_code(window),
+        mode_code(window, "window", WINDOW_CHOICES),
         bool(visibility_weights),
         bool(normalized_coordinates),
         bool(align_corners),
@@ -458,10 +454,10 @@ class GaussianHeatmaps(nn.Module):
         align_corners: bool = True,
     ) -> None:
         super().__init__()
-        self.size = as_sequence(size, "size", 2)
+        self.size = as_sequence(size, "size", 2, " (H, W)")
         self.sigma = sigma
         self.register_buffer("keypoint_weights", keypoint_weights, persistent=False)
-        _window_code(window)  # fail at construction, not at the first call
+        mode_code(window, "window", WINDOW_CHOICES)  # fail at construction, not at the first call
         self.options = {
             "truncate": truncate,
             "subpixel": subpixel,

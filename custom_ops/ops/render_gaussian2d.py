@@ -99,7 +99,7 @@ def render_gaussian2d(
         raise ValueError(
             f"std of shape {tuple(std.shape)} does not broadcast with mean of shape {tuple(mean.shape)}"
         ) from None
-    size = list(as_sequence(size, "size", 2))
+    size = list(as_sequence(size, "size", 2, " (H, W)"))
     normalized_coordinates, align_corners = bool(normalized_coordinates), bool(align_corners)
     if is_exporting():
         return torch.ops.kpx.render_gaussian2d(mean, std.to(mean.dtype), size, normalized_coordinates, align_corners)
@@ -111,7 +111,7 @@ class RenderGaussian2d(nn.Module):
 
     def __init__(self, size: tuple[int, int], normalized_coordinates: bool = True, *, align_corners: bool = True):
         super().__init__()
-        self.size = as_sequence(size, "size", 2)
+        self.size = as_sequence(size, "size", 2, " (H, W)")
         self.normalized_coordinates = normalized_coordinates
         self.align_corners = align_corners
 

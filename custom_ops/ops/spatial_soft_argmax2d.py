@@ -21,13 +21,14 @@ from custom_ops.ops._common import (
     COORDINATE_ATTRIBUTES,
     FLOAT,
     TEMPERATURE_ATTRIBUTE,
+    TEMPERATURE_MODES,
     compute_dtype,
     expectation_flat,
     is_exporting,
     logits_adversarial,
+    mode_code,
     positive_scalar,
     scaled_softmax,
-    temperature_divide,
     tracing,
     validate_tensor,
 )
@@ -103,7 +104,7 @@ def spatial_soft_argmax2d(
     """
     validate_tensor(input, "input", "(B, N, H, W)", 4)
     temperature = positive_scalar(temperature, "temperature")
-    divide = temperature_divide(temperature_mode)
+    divide = bool(mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES))
     normalized_coordinates, align_corners = bool(normalized_coordinates), bool(align_corners)
     if is_exporting():
         t = torch.as_tensor(temperature, device=input.device).to(torch.float32)
@@ -127,7 +128,7 @@ class SpatialSoftArgmax2d(nn.Module):
     ) -> None:
         super().__init__()
         positive_scalar(temperature, "temperature")
-        temperature_divide(temperature_mode)
+        mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES)
         self.temperature = temperature
         self.normalized_coordinates = normalized_coordinates
         self.temperature_mode = temperature_mode

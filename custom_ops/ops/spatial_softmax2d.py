@@ -17,12 +17,13 @@ from custom_ops.ops._common import (
     BOOL,
     FLOAT,
     TEMPERATURE_ATTRIBUTE,
+    TEMPERATURE_MODES,
     compute_dtype,
     is_exporting,
     logits_adversarial,
+    mode_code,
     positive_scalar,
     scaled_softmax,
-    temperature_divide,
     validate_tensor,
 )
 from custom_ops.registry import OnnxInput, OpSpec, Sample, register
@@ -67,7 +68,7 @@ def spatial_softmax2d(
     """
     validate_tensor(input, "input", "(B, N, H, W)", 4)
     temperature = positive_scalar(temperature, "temperature")
-    divide = temperature_divide(temperature_mode)
+    divide = bool(mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES))
     if is_exporting():
         t = torch.as_tensor(temperature, device=input.device).to(torch.float32)
         return torch.ops.kpx.spatial_softmax2d(input, t, divide)
@@ -80,7 +81,7 @@ class SpatialSoftmax2d(nn.Module):
     def __init__(self, temperature: Tensor | float = 1.0, *, temperature_mode: str = "multiply") -> None:
         super().__init__()
         positive_scalar(temperature, "temperature")
-        temperature_divide(temperature_mode)
+        mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES)
         self.temperature = temperature
         self.temperature_mode = temperature_mode
 

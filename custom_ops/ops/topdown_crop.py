@@ -105,7 +105,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, INT32, INT64, box_format_code, is_exporting, tracing
+from custom_ops.ops._common import (
+    BOX_FORMAT_CHOICES,
+    FLOAT,
+    INT32,
+    INT64,
+    as_sequence,
+    is_exporting,
+    mode_code,
+    tracing,
+)
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
@@ -115,13 +124,8 @@ INDEX_LIMIT = 2**31 - 1  # table values the ONNX body's int32 indices address
 
 def check_input_size(input_size: Sequence[int], udp: bool) -> list[int]:
     """Validates ``input_size = (w, h)``: two ints >= 1 (>= 2 with ``udp``)."""
-    fix = "e.g. input_size=(192, 256) for a 256x192 (h x w) model, mmpose's codec order"
-    try:
-        values = list(input_size)
-    except TypeError:
-        raise ValueError(f"input_size must be two ints (w, h), {fix}; got {input_size!r}") from None
-    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"input_size must be two ints (w, h) >= 1, {fix}; got {input_size!r}")
+    fix = " (w, h), e.g. input_size=(192, 256) for a 256x192 (h x w) model, mmpose's codec order"
+    values = list(as_sequence(input_size, "input_size", 2, fix))
     if udp and min(values) < 2:
         raise ValueError(f"input_size must be >= 2 on both axes with udp=True (w / (w - 1)); got {input_size!r}")
     return values
@@ -333,7 +337,7 @@ def topdown_crop(
     """
     _check_inputs(images, boxes, batch_index, bool(channels_last))
     size = check_input_size(input_size, bool(udp))
-    pad, fmt = check_padding(padding), box_format_code(box_format)
+    pad, fmt = check_padding(padding), mode_code(box_format, "box_format", BOX_FORMAT_CHOICES)
     last = int(bool(channels_last))
     channels = images.shape[3 if last else 1]
     mean_values = check_channel_values(mean, "mean", channels, positive=False)
@@ -376,7 +380,7 @@ class TopdownCrop(nn.Module):
         self.input_size = tuple(check_input_size(input_size, bool(udp)))
         self.channels_last = bool(channels_last)
         self.padding = check_padding(padding)
-        box_format_code(box_format)
+        mode_code(box_format, "box_format", BOX_FORMAT_CHOICES)
         self.box_format = box_format
         self.udp = bool(udp)
         self.mean = None if mean is None else tuple(float(v) for v in mean)
