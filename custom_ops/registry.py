@@ -9,8 +9,10 @@ and its test file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,3 +282,25 @@ def _translation(name: str) -> Callable[..., Any]:
 def translation_table() -> dict[Any, Callable[..., Any]]:
     """``custom_translation_table`` for ``torch.onnx.export``: every kpx op."""
     return {spec.torch_op.default: spec.translation() for spec in list_ops()}
+
+
+# --- kpx's own export: the context in which a functional calls its torch op ----------------------------------------
+_KPX_EXPORT = contextvars.ContextVar("kpx_export", default=False)
+
+
+@contextlib.contextmanager
+def kpx_export() -> Iterator[None]:
+    """Marks a trace as kpx's own export (``export_tools.exporter.trace``): kpx ops then become one ``kpx`` node
+    each (their torch op ``kpx::<name>``, which :func:`translation_table` turns into the node). Any other trace
+    (stock ``torch.onnx.export``, ``torch.export``, ``torch.jit.trace``, ``torch.compile``) sees the plain
+    reference: standard ops, the same numbers."""
+    token = _KPX_EXPORT.set(True)
+    try:
+        yield
+    finally:
+        _KPX_EXPORT.reset(token)
+
+
+def is_exporting() -> bool:
+    """True while kpx's exporter traces the model (torch.export inside :func:`kpx_export`)."""
+    return bool(torch.compiler.is_exporting()) and _KPX_EXPORT.get()

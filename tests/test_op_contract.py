@@ -35,8 +35,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom_ops import DOMAIN, get_op, list_ops
-from custom_ops.ops._common import kpx_export
+from custom_ops import DOMAIN, get_op, kpx_export, list_ops
 from custom_ops.registry import DEFAULT_OPSET, OpSpec, Sample
 from export_tools import EMIT_MODES, kpx_nodes
 from export_tools.exporter import finalize, trace

@@ -8,24 +8,30 @@
 - the coordinate attributes and the expectation over a flat map (``spatial_expectation2d``,
   ``spatial_soft_argmax2d``, the renderers);
 - the bad-input suite for logits ``(B, N, H, W)`` (docs/spec.md, "Bad input");
-- the box formats and their attribute codes (``heatmap_to_image``, ``topdown_crop``), DARK's blur sigma
-  (``decode_heatmaps``, ``decode_simcc``) and SimCC's ``split_ratio`` check (``decode_simcc``, ``simcc_targets``).
+- DARK's blur sigma (``decode_heatmaps``, ``decode_simcc``) and SimCC's ``split_ratio`` check (``decode_simcc``,
+  ``simcc_targets``);
+- re-exports for the op files: the box formats (``custom_ops.conventions``), ``is_exporting`` and ``kpx_export``
+  (``custom_ops.registry``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# BOX_FORMATS and kpx_export have public homes (custom_ops.conventions, custom_ops.registry; custom_ops.kpx_export);
+# they are re-exported here (explicit "as") for the op files and for callers of these old private paths.
+from custom_ops.conventions import BOX_FORMAT_CHOICES as BOX_FORMAT_CHOICES
+from custom_ops.conventions import BOX_FORMATS as BOX_FORMATS
 from custom_ops.conventions import cached_coordinate_grid, coordinate_grid
 from custom_ops.registry import OnnxAttribute
+from custom_ops.registry import is_exporting as is_exporting
+from custom_ops.registry import kpx_export as kpx_export
 
 # --- ONNX element types (onnx.TensorProto.<NAME>) ---------------------------------------------------------
 FLOAT = 1
@@ -46,16 +52,6 @@ def mode_code(value: Any, arg: str, choices: dict[str, str]) -> int:
         return list(choices).index(value)
     *listed, last = (f"{name!r} ({meaning})" for name, meaning in choices.items())
     raise ValueError(f"{arg} must be {', '.join(listed)}{' or ' * bool(listed)}{last}; got {value!r}")
-
-
-# --- boxes (heatmap_to_image, topdown_crop; export_tools.decoding's --boxes) ---------------------------------
-#: ``box_format`` strings and their meaning, in the order of their ONNX attribute codes (0, 1, 2)
-BOX_FORMAT_CHOICES = {
-    "xywh": "x0, y0, w, h",
-    "xyxy": "x0, y0, x1, y1",
-    "cs": "centre x, centre y, width, height in pixels: mmpose's bbox_center/bbox_scale",
-}
-BOX_FORMATS = tuple(BOX_FORMAT_CHOICES)  # index = the ONNX attribute code
 
 
 # --- DARK's blur (decode_heatmaps, decode_simcc) -------------------------------------------------------------
@@ -129,26 +125,6 @@ def as_sequence(value: Sequence[int], arg: str, length: int, hint: str = "") -> 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float16/bfloat16 are computed in float32; float32/float64 as they are."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-_KPX_EXPORT = contextvars.ContextVar("kpx_export", default=False)
-
-
-@contextlib.contextmanager
-def kpx_export() -> Iterator[None]:
-    """Marks a trace as kpx's own export (``export_tools.exporter.trace``): kpx ops then become one ``kpx`` node
-    each. Any other trace (stock ``torch.onnx.export``, ``torch.export``, ``torch.jit.trace``, ``torch.compile``)
-    sees the plain reference: standard ops, the same numbers."""
-    token = _KPX_EXPORT.set(True)
-    try:
-        yield
-    finally:
-        _KPX_EXPORT.reset(token)
-
-
-def is_exporting() -> bool:
-    """True while kpx's exporter traces the model (torch.export inside :func:`kpx_export`)."""
-    return bool(torch.compiler.is_exporting()) and _KPX_EXPORT.get()
 
 
 def tracing() -> bool:
