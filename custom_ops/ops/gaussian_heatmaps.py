@@ -130,14 +130,24 @@ def _mmpose_terms(radius: Tensor | float) -> tuple[Tensor | float, Tensor | floa
 
 
 @functools.lru_cache(maxsize=64)
-def _table(before: int, after: int, scale: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``[0, g(-before), ..., g(after), 0]`` with ``g(d) = exp(-(d * scale)^2)``: the window of an integer centre.
+def _table(
+    before: int, after: int, scale: float, device: torch.device, dtype: torch.dtype, pad_before: int, pad_after: int
+) -> Tensor:
+    """``g(-before), ..., g(after)`` with ``g(d) = exp(-(d * scale)^2)``, the window of an integer centre, with
+    ``pad_before`` zeros before it and ``pad_after`` after it.
 
     Same arithmetic as the general path, so values are bit-identical. Memoised; do not modify it.
     """
     with torch.inference_mode(False):
         z = torch.arange(-before, after + 1, device=device, dtype=dtype) * scale
-        return torch.nn.functional.pad(torch.exp(-(z * z)), (1, 1))
+        return torch.nn.functional.pad(torch.exp(-(z * z)), (pad_before, pad_after))
+
+
+@functools.lru_cache(maxsize=64)
+def _table_positions(height: int, width: int, origin: int, device: torch.device) -> Tensor:
+    """``u + origin`` for the x axis then the y axis, ``(W + H,)`` int64. Memoised; do not modify it."""
+    with torch.inference_mode(False):
+        return torch.cat([torch.arange(width, device=device), torch.arange(height, device=device)]) + origin
 
 
 def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -153,22 +163,34 @@ def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple
 
 
 def _integer_centre_maps(
-    p: Tensor, valid: Tensor, radius: float, scale: float, window: int, height: int, width: int, maps: Tensor
+    p: Tensor, valid: Tensor | None, radius: float, scale: float, window: int, height: int, width: int, maps: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Fast path for a Python-number sigma without ``subpixel``: a table lookup per pixel, no exp.
 
     The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window is the
     integer range ``-before <= d <= after`` (``|d| <= radius`` is ``|d| <= floor(radius)``) and every
-    value is ``table[d + before + 1]``; the padded ends of the table are 0 and catch every pixel outside
-    the window. Returns the maps and whether each keypoint's window meets the map.
+    value is a table entry. The table is zero-padded out to every offset that a kept keypoint, or the
+    off-map stand-in of a dropped one, has on this map, so the index ``u - c + origin`` needs no clamp; it
+    is made in int64 on the two axes' slices (no concatenation, no float-to-int pass at the per-pixel
+    size). ``valid`` (``None``: all) is what else must hold to render; a non-finite keypoint fails the
+    window test itself (NaN compares false), so no finiteness test is needed. Returns the maps and whether
+    each keypoint's window meets the map.
     """
     before, after, reach_before, reach_after = _integer_spans(radius, window, height, width)
-    u, last = _cached_axes(height, width, p.device, p.dtype)
+    n = max(height, width)
+    origin = max(n - 1 + reach_before, before)  # table index of offset 0; offsets go down to -(n - 1 + reach_before)
+    pad_after = max(n - 1 + reach_after - after, n)  # offsets go up to n - 1 + reach_after, the stand-in's to n + after
+    table = _table(before, after, scale, p.device, p.dtype, origin - before, pad_after)
+    last = _cached_axes(height, width, p.device, p.dtype)[1]
     centre = torch.floor(p + 0.5)
     meets = ((centre >= -reach_after) & (centre <= last + reach_before)).all(-1)
-    centre = torch.where((valid & meets).unsqueeze(-1), centre, -(after + 1.0))  # invalid: every pixel off the table
-    index = (u + (before + 1) - _per_pixel(centre, width, height)).clamp_(0, before + after + 2).long()
-    g = _table(before, after, scale, p.device, p.dtype).index_select(0, index.view(-1)).view(index.shape)
+    keep = meets if valid is None else meets & valid
+    c = torch.where(keep.unsqueeze(-1), centre, -(after + 1.0)).long()  # dropped: offsets after + 1 .. n + after
+    positions = _table_positions(height, width, origin, p.device)
+    index = torch.empty(*c.shape[:-1], width + height, dtype=torch.long, device=p.device)
+    torch.sub(positions[:width], c[..., :1], out=index[..., :width])
+    torch.sub(positions[width:], c[..., 1:], out=index[..., width:])
+    g = table.index_select(0, index.view(-1)).view(index.shape)
     return torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps), meets
 
 
@@ -256,12 +278,11 @@ def reference(
     p = keypoints.to(dtype)
     if normalized_coordinates:
         p = normalized_to_pixel(p, (height, width), align_corners=align_corners)
-    valid = torch.isfinite(p).all(-1)
+    valid = None  # what must hold to render besides finite keypoints whose window meets the map (None: nothing)
     if isinstance(sigma, Tensor):  # () or (K,); a value that is not finite and > 0 renders nothing
         sigma = sigma.to(device=p.device, dtype=dtype)
-        sigma_ok = (sigma > 0) & torch.isfinite(sigma)
-        valid = valid & sigma_ok
-        sigma = torch.where(sigma_ok, sigma, 1.0).unsqueeze(-1)  # (1,) or (K, 1): per keypoint, then per pixel
+        valid = (sigma > 0) & torch.isfinite(sigma)
+        sigma = torch.where(valid, sigma, 1.0).unsqueeze(-1)  # (1,) or (K, 1): per keypoint, then per pixel
         radius, scale = _window_terms(sigma, truncate)
     elif traced:  # the same float arithmetic as _number_terms, on tensors the tracer records as constants
         radius, scale = _window_terms(torch.tensor(float(sigma), dtype=dtype, device=p.device), truncate)
@@ -269,12 +290,15 @@ def reference(
         radius, scale = _number_terms(float(sigma), truncate, dtype)
     if visibility is not None:
         visibility = visibility.to(device=p.device, dtype=dtype)
-        valid = valid & (visibility >= 0.5)
+        valid = visibility >= 0.5 if valid is None else valid & (visibility >= 0.5)
     if not (traced or subpixel or isinstance(sigma, Tensor)) and radius <= 2 * (height + width):  # table stays small
         heatmaps, meets = _integer_centre_maps(p, valid, radius, scale, window, height, width, maps)
+        rendered = meets if valid is None else valid & meets  # (meets is False for non-finite keypoints)
     else:
+        finite = torch.isfinite(p).all(-1)
+        valid = finite if valid is None else finite & valid
         heatmaps, meets = _general_maps(p, valid, radius, scale, subpixel, window, height, width, maps)
-    rendered = valid & meets
+        rendered = valid & meets
     if visibility_weights and visibility is not None:  # mmpose: the visibility, unless >= 0.5 and not rendered
         weights = torch.where((rendered | (visibility < 0.5)) & (visibility > 0), visibility, 0.0)
     else:
