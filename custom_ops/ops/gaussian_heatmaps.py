@@ -130,24 +130,28 @@ def _mmpose_terms(radius: Tensor | float) -> tuple[Tensor | float, Tensor | floa
 
 
 @functools.lru_cache(maxsize=64)
-def _table(
-    before: int, after: int, scale: float, device: torch.device, dtype: torch.dtype, pad_before: int, pad_after: int
-) -> Tensor:
-    """``g(-before), ..., g(after)`` with ``g(d) = exp(-(d * scale)^2)``, the window of an integer centre, with
-    ``pad_before`` zeros before it and ``pad_after`` after it.
+def _window_rows(
+    before: int,
+    after: int,
+    origin: int,
+    pad_after: int,
+    scale: float,
+    height: int,
+    width: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """The window of an integer centre, ``g(d) = exp(-(d * scale)^2)`` for ``d = -before .. after``, in a table of
+    zeros where offset ``d`` is entry ``origin + d``, as rows of ``W`` (x axis) and of ``H`` (y axis) consecutive
+    entries: row ``origin - c`` of an axis is the axis' Gaussian of a centre ``c``.
 
-    Same arithmetic as the general path, so values are bit-identical. Memoised; do not modify it.
+    Same arithmetic as the general path, so values are bit-identical. Memoised (a few thousand values); do not
+    modify them.
     """
     with torch.inference_mode(False):
         z = torch.arange(-before, after + 1, device=device, dtype=dtype) * scale
-        return torch.nn.functional.pad(torch.exp(-(z * z)), (pad_before, pad_after))
-
-
-@functools.lru_cache(maxsize=64)
-def _table_positions(height: int, width: int, origin: int, device: torch.device) -> Tensor:
-    """``u + origin`` for the x axis then the y axis, ``(W + H,)`` int64. Memoised; do not modify it."""
-    with torch.inference_mode(False):
-        return torch.cat([torch.arange(width, device=device), torch.arange(height, device=device)]) + origin
+        table = torch.nn.functional.pad(torch.exp(-(z * z)), (origin - before, pad_after))
+        return table.unfold(0, width, 1).contiguous(), table.unfold(0, height, 1).contiguous()
 
 
 def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -165,33 +169,30 @@ def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple
 def _integer_centre_maps(
     p: Tensor, valid: Tensor | None, radius: float, scale: float, window: int, height: int, width: int, maps: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Fast path for a Python-number sigma without ``subpixel``: a table lookup per pixel, no exp.
+    """Fast path for a Python-number sigma without ``subpixel``: a table lookup per keypoint and axis, no exp.
 
-    The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window is the
-    integer range ``-before <= d <= after`` (``|d| <= radius`` is ``|d| <= floor(radius)``) and every
-    value is a table entry. The table is zero-padded out to every offset that a kept keypoint, or the
-    off-map stand-in of a dropped one, has on this map, so the index ``u - c + origin`` needs no clamp; it
-    is made in int64 on the two axes' slices (no concatenation, no float-to-int pass at the per-pixel
-    size). ``valid`` (``None``: all) is what else must hold to render; a non-finite keypoint fails the
-    window test itself (NaN compares false), so no finiteness test is needed. Returns the maps and whether
-    each keypoint's window meets the map.
+    The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window is the integer
+    range ``-before <= d <= after`` (``|d| <= radius`` is ``|d| <= floor(radius)``) and each axis of a
+    keypoint's Gaussian is one row of :func:`_window_rows`: two row gathers, then the outer product. The
+    table is zero-padded out to every offset that a kept keypoint, or the off-map stand-in of a dropped one,
+    has on this map, so no index needs a clamp. ``valid`` (``None``: all) is what else must hold to render; a
+    non-finite keypoint fails the window test itself (NaN compares false), so no finiteness test is needed.
+    Returns the maps and whether each keypoint's window meets the map.
     """
     before, after, reach_before, reach_after = _integer_spans(radius, window, height, width)
     n = max(height, width)
-    origin = max(n - 1 + reach_before, before)  # table index of offset 0; offsets go down to -(n - 1 + reach_before)
-    pad_after = max(n - 1 + reach_after - after, n)  # offsets go up to n - 1 + reach_after, the stand-in's to n + after
-    table = _table(before, after, scale, p.device, p.dtype, origin - before, pad_after)
+    origin = max(n - 1 + reach_before, before)  # offsets go down to -(n - 1 + reach_before)
+    pad_after = max(n - 1 + reach_after - after, n)  # and up to n - 1 + reach_after (the stand-in's: n + after)
+    rows_x, rows_y = _window_rows(before, after, origin, pad_after, scale, height, width, p.device, p.dtype)
     last = _cached_axes(height, width, p.device, p.dtype)[1]
     centre = torch.floor(p + 0.5)
     meets = ((centre >= -reach_after) & (centre <= last + reach_before)).all(-1)
     keep = meets if valid is None else meets & valid
-    c = torch.where(keep.unsqueeze(-1), centre, -(after + 1.0)).long()  # dropped: offsets after + 1 .. n + after
-    positions = _table_positions(height, width, origin, p.device)
-    index = torch.empty(*c.shape[:-1], width + height, dtype=torch.long, device=p.device)
-    torch.sub(positions[:width], c[..., :1], out=index[..., :width])
-    torch.sub(positions[width:], c[..., 1:], out=index[..., width:])
-    g = table.index_select(0, index.view(-1)).view(index.shape)
-    return torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps), meets
+    # the row of centre c is origin - c; a dropped keypoint takes the stand-in c = -(after + 1): a row of zeros
+    row = torch.where(keep.unsqueeze(-1), origin - centre, origin + after + 1.0).long()  # (..., 2)
+    gx = rows_x.index_select(0, row[..., 0].flatten()).view(*row.shape[:-1], width)
+    gy = rows_y.index_select(0, row[..., 1].flatten()).view(*row.shape[:-1], height)
+    return torch.mul(gy.unsqueeze(-1), gx.unsqueeze(-2), out=maps), meets
 
 
 def _general_maps(
