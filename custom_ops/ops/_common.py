@@ -150,13 +150,13 @@ def scaled_softmax(logits: Tensor, temperature: Tensor | float, divide: bool) ->
     return torch.softmax(logits, dim=-1)
 
 
-TEMPERATURE_ATTRIBUTE = OnnxAttribute("temperature_divide", "int", 0, "1: softmax(x / t); 0: softmax(x * t)")
+TEMPERATURE_ATTRIBUTE = OnnxAttribute("temperature_divide", "bool", 0, "1: softmax(x / t); 0: softmax(x * t)")
 
 
 # --- coordinates -------------------------------------------------------------------------------------------
 COORDINATE_ATTRIBUTES = (
-    OnnxAttribute("normalized_coordinates", "int", 1, "1: coordinates in [-1, 1]; 0: pixels"),
-    OnnxAttribute("align_corners", "int", 1, "1: -1/1 at the centres of the corner pixels; 0: at their edges"),
+    OnnxAttribute("normalized_coordinates", "bool", 1, "1: coordinates in [-1, 1]; 0: pixels"),
+    OnnxAttribute("align_corners", "bool", 1, "1: -1/1 at the centres of the corner pixels; 0: at their edges"),
 )
 
 

@@ -280,15 +280,7 @@ def reference(
     return xy.to(heatmaps.dtype), score.squeeze(-1).to(heatmaps.dtype)
 
 
-@torch.library.custom_op("kpx::decode_heatmaps", mutates_args=())
-def _torch_op(
-    heatmaps: Tensor, refine: int, blur_kernel: int, low_score_threshold: float, low_score_marker: float
-) -> tuple[Tensor, Tensor]:
-    return reference(heatmaps, refine, blur_kernel, low_score_threshold, low_score_marker)
-
-
-@_torch_op.register_fake
-def _(heatmaps, refine, blur_kernel, low_score_threshold, low_score_marker):
+def _fake(heatmaps: Tensor, *_) -> tuple[Tensor, Tensor]:
     batch, keys = heatmaps.shape[0], heatmaps.shape[1]
     return heatmaps.new_empty(batch, keys, 2), heatmaps.new_empty(batch, keys)
 
@@ -642,7 +634,7 @@ SPEC = register(
         functional=decode_heatmaps,
         module=DecodeHeatmaps,
         reference=reference,
-        torch_op=torch.ops.kpx.decode_heatmaps,
+        fake=_fake,
         inputs=(OnnxInput("heatmaps", "(B, K, H, W)"),),
         outputs=(
             OnnxInput("keypoints", "(x, y) (B, K, 2) in heatmap pixels, heatmaps' dtype"),

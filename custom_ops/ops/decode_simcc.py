@@ -187,21 +187,7 @@ def reference(
     return keypoints.to(simcc_x.dtype), scores.squeeze(-1).to(simcc_x.dtype)
 
 
-@torch.library.custom_op("kpx::decode_simcc", mutates_args=())
-def _torch_op(
-    simcc_x: Tensor,
-    simcc_y: Tensor,
-    split_ratio: float,
-    refine: int,
-    blur_kernel_x: int,
-    blur_kernel_y: int,
-    score_mode: int,
-) -> tuple[Tensor, Tensor]:
-    return reference(simcc_x, simcc_y, split_ratio, refine, blur_kernel_x, blur_kernel_y, score_mode)
-
-
-@_torch_op.register_fake
-def _(simcc_x, simcc_y, split_ratio, refine, blur_kernel_x, blur_kernel_y, score_mode):
+def _fake(simcc_x: Tensor, *_) -> tuple[Tensor, Tensor]:
     batch, keys = simcc_x.shape[0], simcc_x.shape[1]
     return simcc_x.new_empty(batch, keys, 2), simcc_x.new_empty(batch, keys)
 
@@ -482,7 +468,7 @@ SPEC = register(
         functional=decode_simcc,
         module=DecodeSimCC,
         reference=reference,
-        torch_op=torch.ops.kpx.decode_simcc,
+        fake=_fake,
         inputs=(
             OnnxInput("simcc_x", "(B, K, Lx) x classification vectors, split_ratio bins per input pixel"),
             OnnxInput("simcc_y", "(B, K, Ly) y classification vectors, split_ratio bins per input pixel"),

@@ -322,49 +322,7 @@ def _merge_instances(
     return heatmaps.to(dtype), weights.to(dtype)
 
 
-@torch.library.custom_op("kpx::gaussian_heatmaps", mutates_args=())
-def _torch_op(
-    keypoints: Tensor,
-    sigma: Tensor,
-    visibility: Tensor,
-    size: list[int],
-    truncate: float,
-    subpixel: bool,
-    window: int,
-    visibility_weights: bool,
-    normalized_coordinates: bool,
-    align_corners: bool,
-    instances: bool,
-) -> tuple[Tensor, Tensor]:
-    return reference(
-        keypoints,
-        sigma,
-        visibility,
-        size,
-        truncate,
-        subpixel,
-        window,
-        visibility_weights,
-        normalized_coordinates,
-        align_corners,
-        instances,
-    )
-
-
-@_torch_op.register_fake
-def _(
-    keypoints,
-    sigma,
-    visibility,
-    size,
-    truncate,
-    subpixel,
-    window,
-    visibility_weights,
-    normalized_coordinates,
-    align_corners,
-    instances,
-):
+def _fake(keypoints: Tensor, sigma: Tensor, visibility: Tensor, size: list[int], *_) -> tuple[Tensor, Tensor]:
     batch, keys = keypoints.shape[0], keypoints.shape[-2]
     return keypoints.new_empty(batch, keys, size[0], size[1]), keypoints.new_empty(batch, keys)
 
@@ -687,7 +645,7 @@ SPEC = register(
         functional=gaussian_heatmaps,
         module=GaussianHeatmaps,
         reference=reference,
-        torch_op=torch.ops.kpx.gaussian_heatmaps,
+        fake=_fake,
         inputs=(
             OnnxInput("keypoints", "(B, K, 2) or (B, I, K, 2) as (x, y)"),
             OnnxInput("sigma", "0-d or (K,) float32 sigma in pixels", "tensor(float)"),
@@ -700,14 +658,14 @@ SPEC = register(
         attributes=(
             OnnxAttribute("size", "ints", None, "(H, W)"),
             OnnxAttribute("truncate", "float", 3.0, "window half-width in sigmas"),
-            OnnxAttribute("subpixel", "int", 0, "1: centre at p (UDP); 0: at floor(p + 0.5)"),
+            OnnxAttribute("subpixel", "bool", 0, "1: centre at p (UDP); 0: at floor(p + 0.5)"),
             OnnxAttribute(
                 "window", "int", 0, "0: |u - c| <= r; 1: mmpose, u - c in [-ceil(r), floor(r)]; 2: full map (DARK)"
             ),
-            OnnxAttribute("visibility_weights", "int", 0, "1: weight = visibility (mmpose); 0: 1 rendered, 0 not"),
-            OnnxAttribute("normalized_coordinates", "int", 0, "1: keypoints in [-1, 1]; 0: pixels"),
+            OnnxAttribute("visibility_weights", "bool", 0, "1: weight = visibility (mmpose); 0: 1 rendered, 0 not"),
+            OnnxAttribute("normalized_coordinates", "bool", 0, "1: keypoints in [-1, 1]; 0: pixels"),
             COORDINATE_ATTRIBUTES[1],
-            OnnxAttribute("instances", "int", 0, "1: keypoints are (B, I, K, 2), merged by max; 0: (B, K, 2)"),
+            OnnxAttribute("instances", "bool", 0, "1: keypoints are (B, I, K, 2), merged by max; 0: (B, K, 2)"),
         ),
         build_function=build_function,
         samples=samples,

@@ -82,13 +82,7 @@ def reference(keypoints: Tensor, boxes: Tensor, heatmap_size: list[int], box_for
     return (origin.unsqueeze(1) + p * scale.unsqueeze(1)).to(keypoints.dtype)
 
 
-@torch.library.custom_op("kpx::heatmap_to_image", mutates_args=())
-def _torch_op(keypoints: Tensor, boxes: Tensor, heatmap_size: list[int], box_format: int, scale_mode: int) -> Tensor:
-    return reference(keypoints, boxes, heatmap_size, box_format, scale_mode)
-
-
-@_torch_op.register_fake
-def _(keypoints, boxes, heatmap_size, box_format, scale_mode) -> Tensor:
+def _fake(keypoints: Tensor, *_) -> Tensor:
     return torch.empty_like(keypoints)
 
 
@@ -217,7 +211,7 @@ SPEC = register(
         functional=heatmap_to_image,
         module=HeatmapToImage,
         reference=reference,
-        torch_op=torch.ops.kpx.heatmap_to_image,
+        fake=_fake,
         inputs=(
             OnnxInput("keypoints", "(B, K, 2) as (x, y) in heatmap pixels"),
             OnnxInput("boxes", "(B, 4) float32 crop boxes in image pixels", "tensor(float)"),

@@ -54,13 +54,7 @@ def reference(mean: Tensor, std: Tensor, size: list[int], normalized_coordinates
     return (gy.unsqueeze(-1) * gx.unsqueeze(-2)).to(out_dtype)
 
 
-@torch.library.custom_op("kpx::render_gaussian2d", mutates_args=())
-def _torch_op(mean: Tensor, std: Tensor, size: list[int], normalized_coordinates: bool, align_corners: bool) -> Tensor:
-    return reference(mean, std, size, normalized_coordinates, align_corners)
-
-
-@_torch_op.register_fake
-def _(mean, std, size, normalized_coordinates, align_corners) -> Tensor:
+def _fake(mean: Tensor, std: Tensor, size: list[int], *_) -> Tensor:
     batch = torch.broadcast_shapes(mean.shape[:-1], std.shape[:-1])
     return mean.new_empty(*batch, size[0], size[1])
 
@@ -189,7 +183,7 @@ SPEC = register(
         functional=render_gaussian2d,
         module=RenderGaussian2d,
         reference=reference,
-        torch_op=torch.ops.kpx.render_gaussian2d,
+        fake=_fake,
         inputs=(
             OnnxInput("mean", "centres (*, 2) as (x, y)"),
             OnnxInput("std", "standard deviations (*, 2), broadcastable with mean"),

@@ -66,19 +66,7 @@ def reference(
     return coords.reshape(batch, channels, 2).to(input.dtype)
 
 
-@torch.library.custom_op("kpx::spatial_soft_argmax2d", mutates_args=())
-def _torch_op(
-    input: Tensor,
-    temperature: Tensor,
-    temperature_divide: bool,
-    normalized_coordinates: bool,
-    align_corners: bool,
-) -> Tensor:
-    return reference(input, temperature, temperature_divide, normalized_coordinates, align_corners)
-
-
-@_torch_op.register_fake
-def _(input, temperature, temperature_divide, normalized_coordinates, align_corners) -> Tensor:
+def _fake(input: Tensor, *_) -> Tensor:
     return input.new_empty(input.shape[0], input.shape[1], 2)
 
 
@@ -201,7 +189,7 @@ SPEC = register(
         functional=spatial_soft_argmax2d,
         module=SpatialSoftArgmax2d,
         reference=reference,
-        torch_op=torch.ops.kpx.spatial_soft_argmax2d,
+        fake=_fake,
         inputs=(
             OnnxInput("input", "logits (B, N, H, W)"),
             OnnxInput("temperature", "0-d float32 temperature", "tensor(float)"),

@@ -40,13 +40,7 @@ def reference(
     return scaled_softmax(logits, temperature, temperature_divide).reshape(input.shape).to(input.dtype)
 
 
-@torch.library.custom_op("kpx::spatial_softmax2d", mutates_args=())
-def _torch_op(input: Tensor, temperature: Tensor, temperature_divide: bool) -> Tensor:
-    return reference(input, temperature, temperature_divide)
-
-
-@_torch_op.register_fake
-def _(input: Tensor, temperature: Tensor, temperature_divide: bool) -> Tensor:
+def _fake(input: Tensor, *_) -> Tensor:
     return torch.empty_like(input)
 
 
@@ -131,7 +125,7 @@ SPEC = register(
         functional=spatial_softmax2d,
         module=SpatialSoftmax2d,
         reference=reference,
-        torch_op=torch.ops.kpx.spatial_softmax2d,
+        fake=_fake,
         inputs=(
             OnnxInput("input", "logits (B, N, H, W)"),
             OnnxInput("temperature", "0-d float32 temperature", "tensor(float)"),

@@ -234,8 +234,7 @@ def reference(
     return crops, boxes_cs
 
 
-@torch.library.custom_op("kpx::topdown_crop", mutates_args=())
-def _torch_op(
+def _torch_impl(
     images: Tensor,
     boxes: Tensor,
     batch_index: Tensor,
@@ -249,8 +248,16 @@ def _torch_op(
     return crops.contiguous(), boxes_cs
 
 
-@_torch_op.register_fake
-def _(images, boxes, batch_index, input_size, padding, box_format, udp, channels_last):
+def _fake(
+    images: Tensor,
+    boxes: Tensor,
+    batch_index: Tensor,
+    input_size: list[int],
+    padding: float,
+    box_format: int,
+    udp: int,
+    channels_last: int,
+) -> tuple[Tensor, Tensor]:
     n, (out_w, out_h) = boxes.shape[0], input_size
     crops = images.new_empty((n, images.shape[3 if channels_last else 1], out_h, out_w), dtype=torch.float32)
     return crops, boxes.new_empty((n, 4), dtype=torch.float32)
@@ -616,7 +623,8 @@ SPEC = register(
         functional=topdown_crop,
         module=TopdownCrop,
         reference=reference,
-        torch_op=torch.ops.kpx.topdown_crop,
+        fake=_fake,
+        torch_impl=_torch_impl,
         inputs=(
             OnnxInput("images", "(F, C, H, W) frames, or (F, H, W, C) with channels_last; float32 or uint8"),
             OnnxInput("boxes", "(N, 4) float32 boxes in frame pixels", "tensor(float)"),
