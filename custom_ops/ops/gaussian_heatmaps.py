@@ -263,11 +263,11 @@ def reference(
     of the torch op (the exporter multiplies it after the node); here it multiplies the merged weights in
     the compute dtype, before the one rounding to the output dtype.
 
-    Both axes are computed at once on a ``(..., W + H)`` axis (few, small ops: at the benchmark
-    sizes the call is otherwise bound by per-op overhead), then one outer product writes the maps.
-    A Python-number sigma without ``subpixel`` takes :func:`_integer_centre_maps` (a table lookup,
-    bit-identical values; tests compare it with :func:`_general_maps`). In a trace (stock ``torch.onnx``,
-    ``torch.export``, ``torch.jit.trace``) the general path runs without caches or output buffers.
+    Few, small ops (at the benchmark sizes the call is otherwise bound by per-op overhead), then one outer
+    product writes the maps. A Python-number sigma without ``subpixel`` takes :func:`_integer_centre_maps`
+    (one gathered table row per keypoint and axis, bit-identical values; tests compare it with
+    :func:`_general_maps`, which computes both axes at once on a ``(..., W + H)`` axis). In a trace (stock
+    ``torch.onnx``, ``torch.export``, ``torch.jit.trace``) the general path runs without caches or output buffers.
     """
     height, width = size
     dtype = compute_dtype(keypoints.dtype)
