@@ -142,16 +142,17 @@ def _window_rows(
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
     """The window of an integer centre, ``g(d) = exp(-(d * scale)^2)`` for ``d = -before .. after``, in a table of
-    zeros where offset ``d`` is entry ``origin + d``, as rows of ``W`` (x axis) and of ``H`` (y axis) consecutive
-    entries: row ``origin - c`` of an axis is the axis' Gaussian of a centre ``c``.
+    zeros where offset ``d`` is entry ``origin + d``, seen as rows of ``W`` (x axis) and of ``H`` (y axis)
+    consecutive entries: row ``origin - c`` of an axis is the axis' Gaussian of a centre ``c``.
 
-    Same arithmetic as the general path, so values are bit-identical. Memoised (a few thousand values); do not
-    modify them.
+    Same arithmetic as the general path, so values are bit-identical. The rows are overlapping views of the one
+    table (its memory only: ~2 max(H, W) + the window, not rows x width; gathering from them measured as fast as
+    from a contiguous copy). Memoised; do not modify them.
     """
     with torch.inference_mode(False):
         z = torch.arange(-before, after + 1, device=device, dtype=dtype) * scale
         table = torch.nn.functional.pad(torch.exp(-(z * z)), (origin - before, pad_after))
-        return table.unfold(0, width, 1).contiguous(), table.unfold(0, height, 1).contiguous()
+        return table.unfold(0, width, 1), table.unfold(0, height, 1)
 
 
 def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple[int, int, int, int]:
