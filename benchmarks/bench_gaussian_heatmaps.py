@@ -8,13 +8,15 @@ rows carry their own ``torch.zeros`` row so that their ratio is also measured
 side by side. Targets (issue 3): kpx
 eager within 1.5x of ``torch.zeros`` of the output at the three larger sizes and
 within 3x at (32,17,64,48); at least 10x faster than the loop everywhere; ORT
-within 2.5x of ``torch.zeros`` at the three larger sizes.
+within 2.5x of ``torch.zeros`` at the three larger sizes. The load average is printed before and after (these
+machines are shared: compare ratios of one run, and rerun when the load is high).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -106,6 +108,7 @@ def main() -> None:
 
     print(f"# gaussian_heatmaps, {datetime.date.today()}, float32, {args.threads} threads, >= {rounds} rounds")
     print(f"# {machine()}")
+    print(f"# load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("| (B,K,H,W,sigma) | row | median ms | / torch.zeros |")
     print("|---|---|---:|---:|")
     verdicts = []
@@ -126,6 +129,7 @@ def main() -> None:
             for emit in EMIT_MODES:
                 ratio = ms[f"kpx ORT {emit}"] / ms["floor: torch.zeros (ORT group)"]
                 verdicts[-1] += f", ORT {emit} {ratio:.2f}x zeros (target 2.5x)"
+    print(f"# load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print()
     for line in verdicts:
         print(f"# {line}")

@@ -7,7 +7,7 @@ The op list is :mod:`custom_ops.ops`; its functionals and modules are re-exporte
 
 from custom_ops._version import __version__
 from custom_ops.ops import *  # noqa: F403  (every op's functional and nn.Module, listed once in custom_ops.ops)
-from custom_ops.registry import DOMAIN, DOMAIN_VERSION, OpSpec, get_op, list_ops, translation_table
+from custom_ops.registry import DOMAIN, DOMAIN_VERSION, OpSpec, get_op, kpx_export, list_ops, translation_table
 
 __all__ = [
     "DOMAIN",
@@ -15,6 +15,7 @@ __all__ = [
     "OpSpec",
     "__version__",
     "get_op",
+    "kpx_export",
     "list_ops",
     "simcc_visibility",  # noqa: F405 (from custom_ops.ops: a plain-torch helper, not a registered op)
     "translation_table",

@@ -10,6 +10,8 @@ All three are one affine map ``(i - c) * s``: pixel ``c = 0, s = 1``;
 ``align_corners=True`` ``c = (n-1)/2, s = 2/max(n-1, 1)``; ``align_corners=False``
 ``c = (n-1)/2, s = 2/n``. The ONNX function bodies compute the same map from the
 runtime shape, so no size is baked into an exported graph.
+
+Boxes (``heatmap_to_image``, ``topdown_crop``, ``kpx export --boxes``): :data:`BOX_FORMATS`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from __future__ import annotations
 import functools
 
 import torch
+
+#: how the four numbers of a box are read (``box_format=``), in the order of their ONNX attribute codes (0, 1, 2)
+BOX_FORMAT_CHOICES = {
+    "xywh": "x0, y0, w, h",
+    "xyxy": "x0, y0, x1, y1",
+    "cs": "centre x, centre y, width, height in pixels: mmpose's bbox_center/bbox_scale",
+}
+BOX_FORMATS = tuple(BOX_FORMAT_CHOICES)
+"""The ``box_format`` names; the index is the ONNX attribute code."""
 
 
 def axis_affine(n: int, normalized: bool, align_corners: bool) -> tuple[float, float]:

@@ -1,16 +1,19 @@
 """The op registry: one :class:`OpSpec` per op drives everything else.
 
-The registry only stores: each op file builds its :class:`OpSpec` and calls :func:`register`.
-The torch custom op, the export translation table, the attached ONNX functions, the generic
-tests, the CLI listing and the docs all read these records. Adding an op means one file under
+Each op file builds its :class:`OpSpec` and calls :func:`register`, which stores it and defines the op's
+torch custom op ``kpx::<name>`` from it (the ONNX inputs then attributes are its signature; the reference
+computes it, the record's fake shapes it). The export translation table, the attached ONNX functions, the
+generic tests, the CLI listing and the docs all read these records. Adding an op means one file under
 ``custom_ops/ops/`` that calls :func:`register`, one import line in ``custom_ops/ops/__init__.py``
 and its test file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,13 +58,13 @@ class OnnxAttribute:
     """One attribute of the ONNX node; same name as the torch op argument."""
 
     name: str
-    kind: str  # "int" (bools are written as 0/1), "float" or "ints"
+    kind: str  # "int", "bool" (an int attribute 0/1; a bool in the torch op), "float" or "ints"
     default: Any
     doc: str
 
     def encode(self, value: Any) -> Any:
         """Converts the torch op argument to the ONNX attribute value."""
-        if self.kind == "int":
+        if self.kind in ("int", "bool"):
             return int(value)
         if self.kind == "float":
             return float(value)
@@ -94,9 +97,11 @@ class OpSpec:
         module: the ``nn.Module`` twin.
         reference: plain, differentiable torch code that *is* the behaviour; it takes
             the torch op's arguments.
-        torch_op: the registered ``torch.ops.kpx.<name>`` overload packet.
-        inputs, outputs, attributes: the ONNX node signature. The torch op takes
-            the inputs followed by the attributes, in this order and with these names.
+        fake: the torch op's fake (meta) kernel: the outputs' shapes and dtypes from the same arguments.
+        inputs, outputs, attributes: the ONNX node signature, and the torch op's: :func:`register` defines
+            ``torch.ops.kpx.<name>`` (:attr:`torch_op`) taking the inputs (tensors) then the attributes
+            (``int``, ``bool``, ``float``, ``int[]`` by kind), in this order and with these names, computed by
+            ``reference`` (or ``torch_impl``) and shaped by ``fake``.
         build_function: ``(kpx_opset, default_opset) -> OnnxFunction`` (onnxscript,
             script mode); called lazily, once per target opset.
         samples: ``() -> list[Sample]``: representative calls for generic tests.
@@ -111,7 +116,7 @@ class OpSpec:
     functional: Callable[..., Any]
     module: type[torch.nn.Module]
     reference: Callable[..., Any]
-    torch_op: Any
+    fake: Callable[..., Any]
     inputs: tuple[OnnxInput, ...]
     outputs: tuple[OnnxInput, ...]
     attributes: tuple[OnnxAttribute, ...]
@@ -125,6 +130,13 @@ class OpSpec:
     #: ``() -> {name: inputs}``: adversarial input sets (docs/spec.md's bad inputs) for the model built from
     #: :meth:`export_sample`, each a tuple of that model's input tensors (other shapes, same ranks)
     adversarial: Callable[[], dict[str, tuple]] | None = None
+    #: what the torch op runs when it is not the reference itself (``topdown_crop``: contiguous crops)
+    torch_impl: Callable[..., Any] | None = None
+
+    @property
+    def torch_op(self) -> Any:
+        """The ``torch.ops.kpx.<name>`` overload packet that :func:`register` defined."""
+        return getattr(getattr(torch.ops, DOMAIN), self.name)
 
     def export_sample(self) -> Sample:
         """The first sample with dynamic dims: the export that adversarial inputs run through."""
@@ -147,12 +159,26 @@ _REGISTRY: dict[str, OpSpec] = {}
 
 
 def register(spec: OpSpec) -> OpSpec:
-    """Adds ``spec`` to the registry; names must be unique."""
+    """Adds ``spec`` to the registry (names must be unique) and defines its torch op ``kpx::<name>``."""
     for other in _REGISTRY.values():
         if spec.name == other.name or spec.onnx_op_type == other.onnx_op_type:
             raise ValueError(f"op {spec.name!r} / {spec.onnx_op_type!r} is already registered")
+    op = torch.library.custom_op(
+        f"{DOMAIN}::{spec.name}", spec.torch_impl or spec.reference, mutates_args=(), schema=_torch_schema(spec)
+    )
+    op.register_fake(spec.fake)
     _REGISTRY[spec.name] = spec
     return spec
+
+
+_TORCH_TYPES = {"int": "SymInt", "bool": "bool", "float": "float", "ints": "SymInt[]"}
+
+
+def _torch_schema(spec: OpSpec) -> str:
+    """``(Tensor <input>, ..., <type> <attribute>, ...) -> Tensor`` or ``-> (Tensor, ...)``."""
+    args = [f"Tensor {p.name}" for p in spec.inputs] + [f"{_TORCH_TYPES[a.kind]} {a.name}" for a in spec.attributes]
+    outputs = ", ".join(["Tensor"] * len(spec.outputs))
+    return f"({', '.join(args)}) -> {outputs if len(spec.outputs) == 1 else f'({outputs})'}"
 
 
 def list_ops(pattern: str | None = None) -> list[OpSpec]:
@@ -236,6 +262,7 @@ def _onnx_schema(name: str):
     spec = get_op(name)
     kinds = {
         "int": OpSchema.AttrType.INT,
+        "bool": OpSchema.AttrType.INT,
         "float": OpSchema.AttrType.FLOAT,
         "ints": OpSchema.AttrType.INTS,
     }
@@ -280,3 +307,25 @@ def _translation(name: str) -> Callable[..., Any]:
 def translation_table() -> dict[Any, Callable[..., Any]]:
     """``custom_translation_table`` for ``torch.onnx.export``: every kpx op."""
     return {spec.torch_op.default: spec.translation() for spec in list_ops()}
+
+
+# --- kpx's own export: the context in which a functional calls its torch op ----------------------------------------
+_KPX_EXPORT = contextvars.ContextVar("kpx_export", default=False)
+
+
+@contextlib.contextmanager
+def kpx_export() -> Iterator[None]:
+    """Marks a trace as kpx's own export (``export_tools.exporter.trace``): kpx ops then become one ``kpx`` node
+    each (their torch op ``kpx::<name>``, which :func:`translation_table` turns into the node). Any other trace
+    (stock ``torch.onnx.export``, ``torch.export``, ``torch.jit.trace``, ``torch.compile``) sees the plain
+    reference: standard ops, the same numbers."""
+    token = _KPX_EXPORT.set(True)
+    try:
+        yield
+    finally:
+        _KPX_EXPORT.reset(token)
+
+
+def is_exporting() -> bool:
+    """True while kpx's exporter traces the model (torch.export inside :func:`kpx_export`)."""
+    return bool(torch.compiler.is_exporting()) and _KPX_EXPORT.get()

@@ -35,8 +35,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom_ops import DOMAIN, get_op, list_ops
-from custom_ops.ops._common import kpx_export
+from custom_ops import DOMAIN, get_op, kpx_export, list_ops
 from custom_ops.registry import DEFAULT_OPSET, OpSpec, Sample
 from export_tools import EMIT_MODES, kpx_nodes
 from export_tools.exporter import finalize, trace
@@ -329,6 +328,55 @@ NON_FLOAT_CASES = [
 ]
 
 
+def _mode_arguments(spec: OpSpec) -> list[str]:
+    """The functional's mode strings: the parameters whose default is a str (``refine="none"``)."""
+    return [n for n, p in inspect.signature(spec.functional).parameters.items() if isinstance(p.default, str)]
+
+
+#: what a mode-string argument must refuse, by the default it replaces
+BAD_MODES: dict[str, Callable[[str], Any]] = {
+    "unknown": lambda default: "no-such-mode",
+    "upper_case": lambda default: default.upper(),
+    "none": lambda default: None,
+    "number": lambda default: 1,
+}
+MODE_CASES = [
+    pytest.param(spec, name, bad, id=f"{spec.name}-{name}-{bad}")
+    for spec in SPECS
+    for name in _mode_arguments(spec)
+    for bad in BAD_MODES
+]
+
+
+def _size_arguments(spec: OpSpec) -> list[str]:
+    """The static sizes: ``ints`` attributes that the functional takes by the same name (``size``, ``input_size``)."""
+    parameters = inspect.signature(spec.functional).parameters
+    return [a.name for a in spec.attributes if a.kind == "ints" and a.name in parameters]
+
+
+#: sizes that are not two ints >= 1, and what the message must say about each (besides the argument's name)
+BAD_SIZES: dict[str, tuple[Any, str]] = {
+    "fraction": ((8.5, 8), "8.5 is a float, not an int"),
+    "whole_float": ((8.0, 8), "8.0 is a float, not an int"),
+    "numpy_float": ((np.float32(8.0), 8), "is a float32, not an int"),
+    "float_tensor": (torch.tensor([8.0, 8.0]), "torch.float32 tensor, not an int"),
+    "bool": ((True, 8), "True is a bool, not an int"),
+    "zero": ((0, 8), "ints >= 1"),
+    "negative": ((8, -3), "ints >= 1"),
+    "one_value": ((8,), "two ints"),
+    "three_values": ((8, 8, 8), "two ints"),
+    "string": ("88", "two ints"),
+    "number": (8, "two ints"),
+    "none": (None, "two ints"),
+}
+SIZE_CASES = [
+    pytest.param(spec, name, bad, id=f"{spec.name}-{name}-{bad}")
+    for spec in SPECS
+    for name in _size_arguments(spec)
+    for bad in BAD_SIZES
+]
+
+
 # --- the nn.Module twin ---------------------------------------------------------------------------------------------
 
 
@@ -476,6 +524,43 @@ def test_non_float_input_raises(spec, name, kind):
     with pytest.raises(ValueError) as info:
         spec.functional(**{**args, name: NON_FLOAT[kind](args[name])})
     _assert_names(info.value, name)
+
+
+def _module_arguments(spec: OpSpec) -> dict[str, Any]:
+    """The first sample's arguments that the module's constructor takes."""
+    init, _ = module_parameters(spec)
+    return {k: v for k, v in arguments(spec, spec.samples()[0]).items() if k in init}
+
+
+@pytest.mark.parametrize(("spec", "name", "bad"), MODE_CASES)
+def test_bad_mode_string_raises_naming_the_argument_and_every_choice(spec, name, bad):
+    """docs/spec.md, 'Bad input': a bad mode string is a ValueError listing the accepted values, each with its
+    meaning, and what came; in the functional and at the module's construction."""
+    default = inspect.signature(spec.functional).parameters[name].default
+    value = BAD_MODES[bad](default)
+    with pytest.raises(ValueError) as info:
+        spec.functional(**{**arguments(spec, spec.samples()[0]), name: value})
+    _assert_names(info.value, f"{name} must be ", f"{default!r} (", f"; got {value!r}")
+    if name in module_parameters(spec)[0]:
+        with pytest.raises(ValueError) as info:
+            spec.module(**{**_module_arguments(spec), name: value})
+        _assert_names(info.value, f"{name} must be ", f"{default!r} (", f"; got {value!r}")
+
+
+@pytest.mark.parametrize(("spec", "name", "bad"), SIZE_CASES)
+def test_bad_static_size_raises_naming_the_argument(spec, name, bad):
+    """docs/spec.md, 'Bad input': a static size that is not two ints >= 1 is a ValueError naming the argument, in
+    the functional and at the module's construction; a float or a bool is refused, never rounded (``(8.5, 8)``
+    rendered 8x8 before)."""
+    value, says = BAD_SIZES[bad]
+    args = arguments(spec, spec.samples()[0])
+    with pytest.raises(ValueError) as info:
+        spec.functional(**{**args, name: value})
+    _assert_names(info.value, f"{name}", says)
+    assert str(info.value).startswith(name), str(info.value)
+    with pytest.raises(ValueError) as info:
+        spec.module(**{**_module_arguments(spec), name: value})
+    _assert_names(info.value, f"{name}", says)
 
 
 # --- exported: one node per call, layouts and empty inputs on ONNX Runtime --------------------------------------------

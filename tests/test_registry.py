@@ -124,3 +124,15 @@ def test_import_needs_only_torch():
     code = "import sys, custom_ops; print('onnx' in sys.modules, 'onnxscript' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_public_homes_of_what_the_exporter_needs():
+    """kpx's exporter needs ``kpx_export`` (custom_ops.registry, next to ``translation_table``) and the box formats
+    (custom_ops.conventions); the old private paths in custom_ops.ops._common are the same objects."""
+    from custom_ops import conventions, registry
+    from custom_ops.ops import _common
+
+    assert custom_ops.kpx_export is registry.kpx_export is _common.kpx_export
+    assert "kpx_export" in custom_ops.__all__
+    assert conventions.BOX_FORMATS is _common.BOX_FORMATS == ("xywh", "xyxy", "cs")  # index = the attribute code
+    assert tuple(conventions.BOX_FORMAT_CHOICES) == conventions.BOX_FORMATS

@@ -1,29 +1,37 @@
 """Helpers shared by several ops (never imported from a sibling op file).
 
-- argument validation with messages that name the argument and the fix;
+- argument validation with messages that name the argument and the fix, including :func:`mode_code`, the one
+  check of every mode string (``temperature_mode``, ``refine``, ``box_format``, ``window``, ...);
 - ONNX element-type codes by name, for ``Cast(to=...)`` in function bodies (``import custom_ops``
   needs only torch, so these are the ``onnx.TensorProto`` values; a test keeps them equal);
 - the softmax temperature convention (``spatial_softmax2d``, ``spatial_soft_argmax2d``);
 - the coordinate attributes and the expectation over a flat map (``spatial_expectation2d``,
   ``spatial_soft_argmax2d``, the renderers);
 - the bad-input suite for logits ``(B, N, H, W)`` (docs/spec.md, "Bad input");
-- the box formats and their attribute codes (``heatmap_to_image``, ``topdown_crop``), DARK's blur sigma
-  (``decode_heatmaps``, ``decode_simcc``) and SimCC's ``split_ratio`` check (``decode_simcc``, ``simcc_targets``).
+- DARK's blur sigma (``decode_heatmaps``, ``decode_simcc``) and SimCC's ``split_ratio`` check (``decode_simcc``,
+  ``simcc_targets``);
+- re-exports for the op files: the box formats (``custom_ops.conventions``), ``is_exporting`` and ``kpx_export``
+  (``custom_ops.registry``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator, Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# BOX_FORMATS and kpx_export have public homes (custom_ops.conventions, custom_ops.registry; custom_ops.kpx_export);
+# they are re-exported here (explicit "as") for the op files and for callers of these old private paths.
+from custom_ops.conventions import BOX_FORMAT_CHOICES as BOX_FORMAT_CHOICES
+from custom_ops.conventions import BOX_FORMATS as BOX_FORMATS
 from custom_ops.conventions import cached_coordinate_grid, coordinate_grid
 from custom_ops.registry import OnnxAttribute
+from custom_ops.registry import is_exporting as is_exporting
+from custom_ops.registry import kpx_export as kpx_export
 
 # --- ONNX element types (onnx.TensorProto.<NAME>) ---------------------------------------------------------
 FLOAT = 1
@@ -32,18 +40,18 @@ INT64 = 7
 BOOL = 9
 ONNX_TYPES = {"FLOAT": FLOAT, "INT32": INT32, "INT64": INT64, "BOOL": BOOL}  # the ones op bodies use
 
-# --- boxes (heatmap_to_image, topdown_crop; export_tools.decoding's --boxes) ---------------------------------
-BOX_FORMATS = ("xywh", "xyxy", "cs")  # index = the ONNX attribute code
 
+# --- mode strings ------------------------------------------------------------------------------------------
+def mode_code(value: Any, arg: str, choices: dict[str, str]) -> int:
+    """Validates the mode string ``value`` of argument ``arg``; its ONNX attribute code.
 
-def box_format_code(box_format: str) -> int:
-    """Validates ``box_format``; its ONNX attribute value (0 xywh, 1 xyxy, 2 cs)."""
-    if box_format not in BOX_FORMATS:
-        raise ValueError(
-            f"box_format must be 'xyxy' (x0, y0, x1, y1), 'xywh' (x0, y0, w, h) or 'cs' (centre x, centre y, "
-            f"width, height in pixels: mmpose's bbox_center/bbox_scale); got {box_format!r}"
-        )
-    return BOX_FORMATS.index(box_format)
+    ``choices`` maps each accepted string to its meaning, in code order (the code is the position). Anything
+    else is a ``ValueError`` naming ``arg``, every choice with its meaning, and what came.
+    """
+    if isinstance(value, str) and value in choices:
+        return list(choices).index(value)
+    *listed, last = (f"{name!r} ({meaning})" for name, meaning in choices.items())
+    raise ValueError(f"{arg} must be {', '.join(listed)}{' or ' * bool(listed)}{last}; got {value!r}")
 
 
 # --- DARK's blur (decode_heatmaps, decode_simcc) -------------------------------------------------------------
@@ -87,40 +95,36 @@ def check_split_ratio(split_ratio: Any) -> float:
     return float(split_ratio)
 
 
-def as_sequence(value: Sequence[int], arg: str, length: int) -> tuple[int, ...]:
-    """Validates a static int sequence such as ``size=(H, W)``."""
-    try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{arg} must be a sequence of {length} ints; got {value!r}") from None
+_COUNTS = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
+def as_sequence(value: Sequence[int], arg: str, length: int, hint: str = "") -> tuple[int, ...]:
+    """Validates a static int sequence such as ``size=(H, W)``: ``length`` ints >= 1, each a Python or numpy int
+    or a one-element integer tensor. A float (even ``8.0``), a bool or a string is an error, not rounded: ``int()``
+    would silently make ``8.5`` an 8 and ``True`` a 1. ``hint`` follows "ints >= 1" in the message."""
+    want = f"{arg} must be {_COUNTS.get(length, length)} ints >= 1{hint}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{want}; got {value!r}")
+    out = []
+    for v in value:
+        try:
+            if isinstance(v, bool) or (isinstance(v, Tensor) and v.dtype == torch.bool):
+                raise TypeError
+            out.append(operator.index(v))  # ints, numpy ints, integer one-element tensors; never floats
+        except TypeError:
+            kind = f"a {v.dtype} tensor" if isinstance(v, Tensor) else f"a {type(v).__name__}"
+            fix = "Pass ints"
+            if "float" in kind:
+                fix = "A size is a whole number of pixels: round it where it is computed (kpx does not) and pass ints"
+            raise ValueError(f"{want}; got {value!r}: {v!r} is {kind}, not an int. {fix}") from None
     if len(out) != length or any(v < 1 for v in out):
-        raise ValueError(f"{arg} must be {length} ints >= 1; got {value!r}")
-    return out
+        raise ValueError(f"{want}; got {value!r}")
+    return tuple(out)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float16/bfloat16 are computed in float32; float32/float64 as they are."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-_KPX_EXPORT = contextvars.ContextVar("kpx_export", default=False)
-
-
-@contextlib.contextmanager
-def kpx_export() -> Iterator[None]:
-    """Marks a trace as kpx's own export (``export_tools.exporter.trace``): kpx ops then become one ``kpx`` node
-    each. Any other trace (stock ``torch.onnx.export``, ``torch.export``, ``torch.jit.trace``, ``torch.compile``)
-    sees the plain reference: standard ops, the same numbers."""
-    token = _KPX_EXPORT.set(True)
-    try:
-        yield
-    finally:
-        _KPX_EXPORT.reset(token)
-
-
-def is_exporting() -> bool:
-    """True while kpx's exporter traces the model (torch.export inside :func:`kpx_export`)."""
-    return bool(torch.compiler.is_exporting()) and _KPX_EXPORT.get()
 
 
 def tracing() -> bool:
@@ -131,17 +135,8 @@ def tracing() -> bool:
 
 
 # --- softmax temperature -----------------------------------------------------------------------------------
-TEMPERATURE_MODES = ("multiply", "divide")
-
-
-def temperature_divide(temperature_mode: str) -> bool:
-    """Validates ``temperature_mode``; True for ``"divide"``."""
-    if temperature_mode not in TEMPERATURE_MODES:
-        raise ValueError(
-            f"temperature_mode must be 'multiply' (softmax(x * t), kornia <= 0.8, mmpose) or "
-            f"'divide' (softmax(x / t), kornia 0.9); got {temperature_mode!r}"
-        )
-    return temperature_mode == "divide"
+#: ``temperature_mode`` strings and their meaning; code 1 (``"divide"``) is the ``temperature_divide`` attribute
+TEMPERATURE_MODES = {"multiply": "softmax(x * t), kornia <= 0.8, mmpose", "divide": "softmax(x / t), kornia 0.9"}
 
 
 def scaled_softmax(logits: Tensor, temperature: Tensor | float, divide: bool) -> Tensor:
@@ -155,13 +150,13 @@ def scaled_softmax(logits: Tensor, temperature: Tensor | float, divide: bool) ->
     return torch.softmax(logits, dim=-1)
 
 
-TEMPERATURE_ATTRIBUTE = OnnxAttribute("temperature_divide", "int", 0, "1: softmax(x / t); 0: softmax(x * t)")
+TEMPERATURE_ATTRIBUTE = OnnxAttribute("temperature_divide", "bool", 0, "1: softmax(x / t); 0: softmax(x * t)")
 
 
 # --- coordinates -------------------------------------------------------------------------------------------
 COORDINATE_ATTRIBUTES = (
-    OnnxAttribute("normalized_coordinates", "int", 1, "1: coordinates in [-1, 1]; 0: pixels"),
-    OnnxAttribute("align_corners", "int", 1, "1: -1/1 at the centres of the corner pixels; 0: at their edges"),
+    OnnxAttribute("normalized_coordinates", "bool", 1, "1: coordinates in [-1, 1]; 0: pixels"),
+    OnnxAttribute("align_corners", "bool", 1, "1: -1/1 at the centres of the corner pixels; 0: at their edges"),
 )
 
 

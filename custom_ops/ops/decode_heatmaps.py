@@ -55,28 +55,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, blur_sigma, compute_dtype, is_exporting, tracing, validate_tensor
+from custom_ops.ops._common import FLOAT, blur_sigma, compute_dtype, is_exporting, mode_code, tracing, validate_tensor
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 _NEG_INF = float("-inf")
 _NAN = float("nan")
-REFINE_MODES = ("none", "quarter", "dark", "dark_udp")
+#: ``refine`` strings and their meaning, in the order of their ONNX attribute codes (0 .. 3)
+REFINE_MODES = {
+    "none": "hard argmax",
+    "quarter": "0.25 px towards the larger neighbour",
+    "dark": "DARK: blur, log, one Newton step",
+    "dark_udp": "mmpose's UDP variant of DARK",
+}
 LOG_FLOOR = 1e-10
 """DARK's clamp before the log (float32 even for float16 maps, where 1e-10 is 0)."""
 UDP_CLIP = (1e-3, 50.0)
 """``dark_udp``'s clip of the rescaled blurred map before the log (mmpose's ``refine_keypoints_dark_udp``)."""
 UDP_EPS = 2.0**-23
 """``dark_udp``'s ``eps * I`` added to the Hessian: float32's machine epsilon, in every dtype (as mmpose)."""
-
-
-def refine_code(refine: str) -> int:
-    """Validates ``refine``; its ONNX attribute value (0 none, 1 quarter, 2 dark, 3 dark_udp)."""
-    if refine not in REFINE_MODES:
-        raise ValueError(
-            f"refine must be 'none' (hard argmax), 'quarter' (0.25 px towards the larger neighbour), "
-            f"'dark' (DARK: blur, log, one Newton step) or 'dark_udp' (mmpose's UDP variant of DARK); got {refine!r}"
-        )
-    return REFINE_MODES.index(refine)
 
 
 def check_blur_kernel(blur_kernel: int) -> int:
@@ -284,15 +280,7 @@ def reference(
     return xy.to(heatmaps.dtype), score.squeeze(-1).to(heatmaps.dtype)
 
 
-@torch.library.custom_op("kpx::decode_heatmaps", mutates_args=())
-def _torch_op(
-    heatmaps: Tensor, refine: int, blur_kernel: int, low_score_threshold: float, low_score_marker: float
-) -> tuple[Tensor, Tensor]:
-    return reference(heatmaps, refine, blur_kernel, low_score_threshold, low_score_marker)
-
-
-@_torch_op.register_fake
-def _(heatmaps, refine, blur_kernel, low_score_threshold, low_score_marker):
+def _fake(heatmaps: Tensor, *_) -> tuple[Tensor, Tensor]:
     batch, keys = heatmaps.shape[0], heatmaps.shape[1]
     return heatmaps.new_empty(batch, keys, 2), heatmaps.new_empty(batch, keys)
 
@@ -333,7 +321,7 @@ def decode_heatmaps(
         ``heatmaps``' dtype.
     """
     _check_heatmaps(heatmaps)
-    code = refine_code(refine)
+    code = mode_code(refine, "refine", REFINE_MODES)
     blur_kernel = check_blur_kernel(blur_kernel)
     threshold, marker = check_low_scores(low_score_threshold, low_score_marker)
     if is_exporting():
@@ -353,7 +341,7 @@ class DecodeHeatmaps(nn.Module):
         low_score_marker: float = -1.0,
     ) -> None:
         super().__init__()
-        refine_code(refine)
+        mode_code(refine, "refine", REFINE_MODES)
         check_low_scores(low_score_threshold, low_score_marker)
         self.refine = refine
         self.blur_kernel = check_blur_kernel(blur_kernel)
@@ -646,7 +634,7 @@ SPEC = register(
         functional=decode_heatmaps,
         module=DecodeHeatmaps,
         reference=reference,
-        torch_op=torch.ops.kpx.decode_heatmaps,
+        fake=_fake,
         inputs=(OnnxInput("heatmaps", "(B, K, H, W)"),),
         outputs=(
             OnnxInput("keypoints", "(x, y) (B, K, 2) in heatmap pixels, heatmaps' dtype"),

@@ -83,39 +83,21 @@ from custom_ops.ops._common import (
     check_split_ratio,
     compute_dtype,
     is_exporting,
+    mode_code,
     validate_tensor,
 )
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 _NEG_INF = float("-inf")
 _NAN = float("nan")
-REFINE_MODES = ("none", "dark")
-SCORE_MODES = ("min", "mean")
+#: ``refine`` and ``score_mode`` strings and their meaning, in the order of their ONNX attribute codes
+REFINE_MODES = {"none": "argmax bin", "dark": "mmpose's refine_simcc_dark: 1-D blur, log, one Newton step"}
+SCORE_MODES = {"min": "the smaller row maximum, mmpose", "mean": "their mean, rtmlib"}
 MAX_SIGMA = 100.0
 """Largest label sigma (a blur kernel of 663 bins); RTMPose, DWPose and RTMW use 4.9 to 6.93."""
 
 
 # --- arguments ---------------------------------------------------------------------------------------------
-def refine_code(refine: str) -> int:
-    """Validates ``refine``; its ONNX attribute value (0 none, 1 dark)."""
-    if refine not in REFINE_MODES:
-        raise ValueError(
-            f"refine must be 'none' (argmax bin) or 'dark' (mmpose's refine_simcc_dark: 1-D blur, log, one Newton "
-            f"step); got {refine!r}"
-        )
-    return REFINE_MODES.index(refine)
-
-
-def score_code(score_mode: str) -> int:
-    """Validates ``score_mode``; its ONNX attribute value (0 min, 1 mean)."""
-    if score_mode not in SCORE_MODES:
-        raise ValueError(
-            f"score_mode must be 'min' (the smaller row maximum, mmpose) or 'mean' (their mean, rtmlib); "
-            f"got {score_mode!r}"
-        )
-    return SCORE_MODES.index(score_mode)
-
-
 def _one_sigma(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= MAX_SIGMA):
         raise ValueError(
@@ -205,21 +187,7 @@ def reference(
     return keypoints.to(simcc_x.dtype), scores.squeeze(-1).to(simcc_x.dtype)
 
 
-@torch.library.custom_op("kpx::decode_simcc", mutates_args=())
-def _torch_op(
-    simcc_x: Tensor,
-    simcc_y: Tensor,
-    split_ratio: float,
-    refine: int,
-    blur_kernel_x: int,
-    blur_kernel_y: int,
-    score_mode: int,
-) -> tuple[Tensor, Tensor]:
-    return reference(simcc_x, simcc_y, split_ratio, refine, blur_kernel_x, blur_kernel_y, score_mode)
-
-
-@_torch_op.register_fake
-def _(simcc_x, simcc_y, split_ratio, refine, blur_kernel_x, blur_kernel_y, score_mode):
+def _fake(simcc_x: Tensor, *_) -> tuple[Tensor, Tensor]:
     batch, keys = simcc_x.shape[0], simcc_x.shape[1]
     return simcc_x.new_empty(batch, keys, 2), simcc_x.new_empty(batch, keys)
 
@@ -269,9 +237,9 @@ def decode_simcc(
     """
     _check_inputs(simcc_x, simcc_y)
     split = check_split_ratio(split_ratio)
-    code = refine_code(refine)
+    code = mode_code(refine, "refine", REFINE_MODES)
     kx, ky = blur_kernels(sigma)
-    mode = score_code(score_mode)
+    mode = mode_code(score_mode, "score_mode", SCORE_MODES)
     if is_exporting():
         return torch.ops.kpx.decode_simcc(simcc_x, simcc_y, split, code, kx, ky, mode)
     return reference(simcc_x, simcc_y, split, code, kx, ky, mode)
@@ -317,9 +285,9 @@ class DecodeSimCC(nn.Module):
     ) -> None:
         super().__init__()
         self.split_ratio = check_split_ratio(split_ratio)
-        refine_code(refine)
+        mode_code(refine, "refine", REFINE_MODES)
         blur_kernels(sigma)
-        score_code(score_mode)
+        mode_code(score_mode, "score_mode", SCORE_MODES)
         self.refine, self.sigma, self.score_mode = refine, sigma, score_mode
 
     def forward(self, simcc_x: Tensor, simcc_y: Tensor) -> tuple[Tensor, Tensor]:
@@ -500,7 +468,7 @@ SPEC = register(
         functional=decode_simcc,
         module=DecodeSimCC,
         reference=reference,
-        torch_op=torch.ops.kpx.decode_simcc,
+        fake=_fake,
         inputs=(
             OnnxInput("simcc_x", "(B, K, Lx) x classification vectors, split_ratio bins per input pixel"),
             OnnxInput("simcc_y", "(B, K, Ly) y classification vectors, split_ratio bins per input pixel"),

@@ -65,6 +65,7 @@ from custom_ops.ops._common import (
     as_sequence,
     compute_dtype,
     is_exporting,
+    mode_code,
     positive_scalar,
     tracing,
     validate_tensor,
@@ -93,8 +94,13 @@ def _per_pixel(xy: Tensor, width: int, height: int) -> Tensor:
     return torch.cat([xy[..., :1].expand(*shape, width), xy[..., 1:].expand(*shape, height)], -1)
 
 
-#: ``window`` names, in the order of their ONNX attribute codes (0, 1, 2)
-WINDOWS = ("symmetric", "mmpose", "full")
+#: ``window`` strings and their meaning, in the order of their ONNX attribute codes (0, 1, 2)
+WINDOW_CHOICES = {
+    "symmetric": "|u - c| <= truncate*sigma, the classic window",
+    "mmpose": "offsets -ceil(r) .. floor(r), mmpose's MSRA/UDP window",
+    "full": "the whole map, mmpose's DARK test",
+}
+WINDOWS = tuple(WINDOW_CHOICES)
 SYMMETRIC, MMPOSE, FULL = range(len(WINDOWS))
 
 
@@ -124,14 +130,29 @@ def _mmpose_terms(radius: Tensor | float) -> tuple[Tensor | float, Tensor | floa
 
 
 @functools.lru_cache(maxsize=64)
-def _table(before: int, after: int, scale: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``[0, g(-before), ..., g(after), 0]`` with ``g(d) = exp(-(d * scale)^2)``: the window of an integer centre.
+def _window_rows(
+    before: int,
+    after: int,
+    origin: int,
+    pad_after: int,
+    scale: float,
+    height: int,
+    width: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """The window of an integer centre, ``g(d) = exp(-(d * scale)^2)`` for ``d = -before .. after``, in a table of
+    zeros where offset ``d`` is entry ``origin + d``, seen as rows of ``W`` (x axis) and of ``H`` (y axis)
+    consecutive entries: row ``origin - c`` of an axis is the axis' Gaussian of a centre ``c``.
 
-    Same arithmetic as the general path, so values are bit-identical. Memoised; do not modify it.
+    Same arithmetic as the general path, so values are bit-identical. The rows are overlapping views of the one
+    table (its memory only: ~2 max(H, W) + the window, not rows x width; gathering from them measured as fast as
+    from a contiguous copy). Memoised; do not modify them.
     """
     with torch.inference_mode(False):
         z = torch.arange(-before, after + 1, device=device, dtype=dtype) * scale
-        return torch.nn.functional.pad(torch.exp(-(z * z)), (1, 1))
+        table = torch.nn.functional.pad(torch.exp(-(z * z)), (origin - before, pad_after))
+        return table.unfold(0, width, 1), table.unfold(0, height, 1)
 
 
 def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -147,23 +168,32 @@ def _integer_spans(radius: float, window: int, height: int, width: int) -> tuple
 
 
 def _integer_centre_maps(
-    p: Tensor, valid: Tensor, radius: float, scale: float, window: int, height: int, width: int, maps: Tensor
+    p: Tensor, valid: Tensor | None, radius: float, scale: float, window: int, height: int, width: int, maps: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Fast path for a Python-number sigma without ``subpixel``: a table lookup per pixel, no exp.
+    """Fast path for a Python-number sigma without ``subpixel``: a table lookup per keypoint and axis, no exp.
 
-    The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window is the
-    integer range ``-before <= d <= after`` (``|d| <= radius`` is ``|d| <= floor(radius)``) and every
-    value is ``table[d + before + 1]``; the padded ends of the table are 0 and catch every pixel outside
-    the window. Returns the maps and whether each keypoint's window meets the map.
+    The offset ``d = u - c`` of a pixel from an integer centre is an integer, so the window is the integer
+    range ``-before <= d <= after`` (``|d| <= radius`` is ``|d| <= floor(radius)``) and each axis of a
+    keypoint's Gaussian is one row of :func:`_window_rows`: two row gathers, then the outer product. The
+    table is zero-padded out to every offset that a kept keypoint, or the off-map stand-in of a dropped one,
+    has on this map, so no index needs a clamp. ``valid`` (``None``: all) is what else must hold to render; a
+    non-finite keypoint fails the window test itself (NaN compares false), so no finiteness test is needed.
+    Returns the maps and whether each keypoint's window meets the map.
     """
     before, after, reach_before, reach_after = _integer_spans(radius, window, height, width)
-    u, last = _cached_axes(height, width, p.device, p.dtype)
+    n = max(height, width)
+    origin = max(n - 1 + reach_before, before)  # offsets go down to -(n - 1 + reach_before)
+    pad_after = max(n - 1 + reach_after - after, n)  # and up to n - 1 + reach_after (the stand-in's: n + after)
+    rows_x, rows_y = _window_rows(before, after, origin, pad_after, scale, height, width, p.device, p.dtype)
+    last = _cached_axes(height, width, p.device, p.dtype)[1]
     centre = torch.floor(p + 0.5)
     meets = ((centre >= -reach_after) & (centre <= last + reach_before)).all(-1)
-    centre = torch.where((valid & meets).unsqueeze(-1), centre, -(after + 1.0))  # invalid: every pixel off the table
-    index = (u + (before + 1) - _per_pixel(centre, width, height)).clamp_(0, before + after + 2).long()
-    g = _table(before, after, scale, p.device, p.dtype).index_select(0, index.view(-1)).view(index.shape)
-    return torch.mul(g[..., width:].unsqueeze(-1), g[..., :width].unsqueeze(-2), out=maps), meets
+    keep = meets if valid is None else meets & valid
+    # the row of centre c is origin - c; a dropped keypoint takes the stand-in c = -(after + 1): a row of zeros
+    row = torch.where(keep.unsqueeze(-1), origin - centre, origin + after + 1.0).long()  # (..., 2)
+    gx = rows_x.index_select(0, row[..., 0].flatten()).view(*row.shape[:-1], width)
+    gy = rows_y.index_select(0, row[..., 1].flatten()).view(*row.shape[:-1], height)
+    return torch.mul(gy.unsqueeze(-1), gx.unsqueeze(-2), out=maps), meets
 
 
 def _general_maps(
@@ -234,11 +264,11 @@ def reference(
     of the torch op (the exporter multiplies it after the node); here it multiplies the merged weights in
     the compute dtype, before the one rounding to the output dtype.
 
-    Both axes are computed at once on a ``(..., W + H)`` axis (few, small ops: at the benchmark
-    sizes the call is otherwise bound by per-op overhead), then one outer product writes the maps.
-    A Python-number sigma without ``subpixel`` takes :func:`_integer_centre_maps` (a table lookup,
-    bit-identical values; tests compare it with :func:`_general_maps`). In a trace (stock ``torch.onnx``,
-    ``torch.export``, ``torch.jit.trace``) the general path runs without caches or output buffers.
+    Few, small ops (at the benchmark sizes the call is otherwise bound by per-op overhead), then one outer
+    product writes the maps. A Python-number sigma without ``subpixel`` takes :func:`_integer_centre_maps`
+    (one gathered table row per keypoint and axis, bit-identical values; tests compare it with
+    :func:`_general_maps`, which computes both axes at once on a ``(..., W + H)`` axis). In a trace (stock
+    ``torch.onnx``, ``torch.export``, ``torch.jit.trace``) the general path runs without caches or output buffers.
     """
     height, width = size
     dtype = compute_dtype(keypoints.dtype)
@@ -250,12 +280,11 @@ def reference(
     p = keypoints.to(dtype)
     if normalized_coordinates:
         p = normalized_to_pixel(p, (height, width), align_corners=align_corners)
-    valid = torch.isfinite(p).all(-1)
+    valid = None  # what must hold to render besides finite keypoints whose window meets the map (None: nothing)
     if isinstance(sigma, Tensor):  # () or (K,); a value that is not finite and > 0 renders nothing
         sigma = sigma.to(device=p.device, dtype=dtype)
-        sigma_ok = (sigma > 0) & torch.isfinite(sigma)
-        valid = valid & sigma_ok
-        sigma = torch.where(sigma_ok, sigma, 1.0).unsqueeze(-1)  # (1,) or (K, 1): per keypoint, then per pixel
+        valid = (sigma > 0) & torch.isfinite(sigma)
+        sigma = torch.where(valid, sigma, 1.0).unsqueeze(-1)  # (1,) or (K, 1): per keypoint, then per pixel
         radius, scale = _window_terms(sigma, truncate)
     elif traced:  # the same float arithmetic as _number_terms, on tensors the tracer records as constants
         radius, scale = _window_terms(torch.tensor(float(sigma), dtype=dtype, device=p.device), truncate)
@@ -263,12 +292,15 @@ def reference(
         radius, scale = _number_terms(float(sigma), truncate, dtype)
     if visibility is not None:
         visibility = visibility.to(device=p.device, dtype=dtype)
-        valid = valid & (visibility >= 0.5)
+        valid = visibility >= 0.5 if valid is None else valid & (visibility >= 0.5)
     if not (traced or subpixel or isinstance(sigma, Tensor)) and radius <= 2 * (height + width):  # table stays small
         heatmaps, meets = _integer_centre_maps(p, valid, radius, scale, window, height, width, maps)
+        rendered = meets if valid is None else valid & meets  # (meets is False for non-finite keypoints)
     else:
+        finite = torch.isfinite(p).all(-1)
+        valid = finite if valid is None else finite & valid
         heatmaps, meets = _general_maps(p, valid, radius, scale, subpixel, window, height, width, maps)
-    rendered = valid & meets
+        rendered = valid & meets
     if visibility_weights and visibility is not None:  # mmpose: the visibility, unless >= 0.5 and not rendered
         weights = torch.where((rendered | (visibility < 0.5)) & (visibility > 0), visibility, 0.0)
     else:
@@ -291,49 +323,7 @@ def _merge_instances(
     return heatmaps.to(dtype), weights.to(dtype)
 
 
-@torch.library.custom_op("kpx::gaussian_heatmaps", mutates_args=())
-def _torch_op(
-    keypoints: Tensor,
-    sigma: Tensor,
-    visibility: Tensor,
-    size: list[int],
-    truncate: float,
-    subpixel: bool,
-    window: int,
-    visibility_weights: bool,
-    normalized_coordinates: bool,
-    align_corners: bool,
-    instances: bool,
-) -> tuple[Tensor, Tensor]:
-    return reference(
-        keypoints,
-        sigma,
-        visibility,
-        size,
-        truncate,
-        subpixel,
-        window,
-        visibility_weights,
-        normalized_coordinates,
-        align_corners,
-        instances,
-    )
-
-
-@_torch_op.register_fake
-def _(
-    keypoints,
-    sigma,
-    visibility,
-    size,
-    truncate,
-    subpixel,
-    window,
-    visibility_weights,
-    normalized_coordinates,
-    align_corners,
-    instances,
-):
+def _fake(keypoints: Tensor, sigma: Tensor, visibility: Tensor, size: list[int], *_) -> tuple[Tensor, Tensor]:
     batch, keys = keypoints.shape[0], keypoints.shape[-2]
     return keypoints.new_empty(batch, keys, size[0], size[1]), keypoints.new_empty(batch, keys)
 
@@ -367,16 +357,6 @@ def _check_inputs(
                 f"dataset_keypoint_weights); got shape {tuple(keypoint_weights.shape)}"
             )
     return sigma
-
-
-def _window_code(window: str) -> int:
-    if window not in WINDOWS:
-        raise ValueError(
-            f"window must be 'symmetric' (|u - c| <= truncate*sigma, the classic window), 'mmpose' (offsets "
-            f"-ceil(r) .. floor(r), mmpose's MSRA/UDP window) or 'full' (the whole map, mmpose's DARK test); "
-            f"got {window!r}"
-        )
-    return WINDOWS.index(window)
 
 
 def gaussian_heatmaps(
@@ -414,11 +394,11 @@ def gaussian_heatmaps(
         or the visibility; times ``keypoint_weights``), both in ``keypoints``' dtype.
     """
     sigma = _check_inputs(keypoints, sigma, visibility, keypoint_weights)
-    size = list(as_sequence(size, "size", 2))
+    size = list(as_sequence(size, "size", 2, " (H, W)"))
     truncate = float(positive_scalar(truncate, "truncate"))
     flags = (
         bool(subpixel),
-        _window_code(window),
+        mode_code(window, "window", WINDOW_CHOICES),
         bool(visibility_weights),
         bool(normalized_coordinates),
         bool(align_corners),
@@ -458,10 +438,10 @@ class GaussianHeatmaps(nn.Module):
         align_corners: bool = True,
     ) -> None:
         super().__init__()
-        self.size = as_sequence(size, "size", 2)
+        self.size = as_sequence(size, "size", 2, " (H, W)")
         self.sigma = sigma
         self.register_buffer("keypoint_weights", keypoint_weights, persistent=False)
-        _window_code(window)  # fail at construction, not at the first call
+        mode_code(window, "window", WINDOW_CHOICES)  # fail at construction, not at the first call
         self.options = {
             "truncate": truncate,
             "subpixel": subpixel,
@@ -533,11 +513,14 @@ def build_function(kpx, op):
         shift = op.Where(op.And(is_mmpose, op.Not(op.Equal(op.Ceil(radius), r_floor))), point_five, zero)
         half = op.Where(is_full, big, op.Where(is_mmpose, r_floor + shift, radius))
         start = centre - shift  # (B, I', K, 2): the window's centre
-        # kept: finite (p - p == 0); the window meets the map, or (full) DARK's -(r + 1) <= g < n + r
-        meets = op.And(start + half >= 0.0, start - half <= n - 1.0)
-        reaches = op.And(mu + radius + 1.0 >= 0.0, mu - radius < n)
-        # (meets holds for every finite centre when full; ORT has no Where kernel for bool)
-        ok = op.And(op.Equal(p - p, 0.0), op.And(meets, op.Or(op.Not(is_full), reaches)))
+        # kept: finite (p - p == 0) and the window meets the map; full: DARK's -(r + 1) <= g < n + r instead (a
+        # whole-map window meets the map wherever the centre is finite). Choices on attributes are If nodes, which
+        # runtimes fold at load time (a Where on a constant condition still computes both sides: +14 nodes measured)
+        if is_full:
+            meets = op.And(mu + radius + 1.0 >= 0.0, mu - radius < n)
+        else:
+            meets = op.And(start + half >= 0.0, start - half <= n - 1.0)
+        ok = op.And(op.Equal(p - p, 0.0), meets)
         kept = op.Squeeze(op.And(op.Slice(ok, [0], [1], [-1]), op.Slice(ok, [1], [2], [-1])), [-1])  # (B, I', K)
         kept = op.And(kept, s > 0.0)
         rendered = op.And(kept, vis >= 0.5)
@@ -551,10 +534,11 @@ def build_function(kpx, op):
         inside_y = op.Abs(v - op.Slice(start, [1], [2], [-1])) <= half
         gy = op.Where(op.And(inside_y, valid), op.Exp(-(dy * dy)), zero)  # (B, I', K, H)
         # weights: 1/0, or (visibility_weights, mmpose) the visibility unless it is >= 0.5 and nothing is drawn
-        by_visibility = op.Where(op.And(op.Or(rendered, vis < 0.5), vis > 0.0), vis, zero)
-        weights = op.CastLike(
-            op.Where(op.Cast(visibility_weights, to=BOOL), by_visibility, op.Cast(rendered, to=FLOAT)), keypoints
-        )  # (B, I', K)
+        if op.Cast(visibility_weights, to=BOOL):
+            weight = op.Where(op.And(op.Or(rendered, vis < 0.5), vis > 0.0), vis, zero)
+        else:
+            weight = op.Cast(rendered, to=FLOAT)
+        weights = op.CastLike(weight, keypoints)  # (B, I', K)
         # The per-axis vectors are cast to the output dtype before the outer product: a full-size
         # Cast after it is not removed by ORT even for float32 (it measured 2x the MatMul itself).
         col = op.Unsqueeze(op.CastLike(gy, keypoints), [-1])
@@ -662,7 +646,7 @@ SPEC = register(
         functional=gaussian_heatmaps,
         module=GaussianHeatmaps,
         reference=reference,
-        torch_op=torch.ops.kpx.gaussian_heatmaps,
+        fake=_fake,
         inputs=(
             OnnxInput("keypoints", "(B, K, 2) or (B, I, K, 2) as (x, y)"),
             OnnxInput("sigma", "0-d or (K,) float32 sigma in pixels", "tensor(float)"),
@@ -675,14 +659,14 @@ SPEC = register(
         attributes=(
             OnnxAttribute("size", "ints", None, "(H, W)"),
             OnnxAttribute("truncate", "float", 3.0, "window half-width in sigmas"),
-            OnnxAttribute("subpixel", "int", 0, "1: centre at p (UDP); 0: at floor(p + 0.5)"),
+            OnnxAttribute("subpixel", "bool", 0, "1: centre at p (UDP); 0: at floor(p + 0.5)"),
             OnnxAttribute(
                 "window", "int", 0, "0: |u - c| <= r; 1: mmpose, u - c in [-ceil(r), floor(r)]; 2: full map (DARK)"
             ),
-            OnnxAttribute("visibility_weights", "int", 0, "1: weight = visibility (mmpose); 0: 1 rendered, 0 not"),
-            OnnxAttribute("normalized_coordinates", "int", 0, "1: keypoints in [-1, 1]; 0: pixels"),
+            OnnxAttribute("visibility_weights", "bool", 0, "1: weight = visibility (mmpose); 0: 1 rendered, 0 not"),
+            OnnxAttribute("normalized_coordinates", "bool", 0, "1: keypoints in [-1, 1]; 0: pixels"),
             COORDINATE_ATTRIBUTES[1],
-            OnnxAttribute("instances", "int", 0, "1: keypoints are (B, I, K, 2), merged by max; 0: (B, K, 2)"),
+            OnnxAttribute("instances", "bool", 0, "1: keypoints are (B, I, K, 2), merged by max; 0: (B, K, 2)"),
         ),
         build_function=build_function,
         samples=samples,

@@ -47,25 +47,18 @@ import torch
 from torch import Tensor, nn
 
 from custom_ops.ops._common import (
+    BOX_FORMAT_CHOICES,
     FLOAT,
     as_sequence,
-    box_format_code,
     compute_dtype,
     is_exporting,
+    mode_code,
     validate_tensor,
 )
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
-SCALE_MODES = ("msra", "udp")
-
-
-def scale_mode_code(scale_mode: str) -> int:
-    """Validates ``scale_mode``; its ONNX attribute value (0 msra, 1 udp)."""
-    if scale_mode not in SCALE_MODES:
-        raise ValueError(
-            f"scale_mode must be 'msra' (box / heatmap size) or 'udp' (box / (heatmap size - 1)); got {scale_mode!r}"
-        )
-    return SCALE_MODES.index(scale_mode)
+#: ``scale_mode`` strings and their meaning, in the order of their ONNX attribute codes (0, 1)
+SCALE_MODES = {"msra": "box / heatmap size", "udp": "box / (heatmap size - 1)"}
 
 
 def box_origin_extent(boxes: Tensor, box_format: int) -> tuple[Tensor, Tensor]:
@@ -89,13 +82,7 @@ def reference(keypoints: Tensor, boxes: Tensor, heatmap_size: list[int], box_for
     return (origin.unsqueeze(1) + p * scale.unsqueeze(1)).to(keypoints.dtype)
 
 
-@torch.library.custom_op("kpx::heatmap_to_image", mutates_args=())
-def _torch_op(keypoints: Tensor, boxes: Tensor, heatmap_size: list[int], box_format: int, scale_mode: int) -> Tensor:
-    return reference(keypoints, boxes, heatmap_size, box_format, scale_mode)
-
-
-@_torch_op.register_fake
-def _(keypoints, boxes, heatmap_size, box_format, scale_mode) -> Tensor:
+def _fake(keypoints: Tensor, *_) -> Tensor:
     return torch.empty_like(keypoints)
 
 
@@ -133,8 +120,9 @@ def heatmap_to_image(
         ``(B, K, 2)`` ``(x, y)`` in image pixels, in ``keypoints``' dtype.
     """
     _check_inputs(keypoints, boxes)
-    size = list(as_sequence(heatmap_size, "heatmap_size", 2))
-    fmt, mode = box_format_code(box_format), scale_mode_code(scale_mode)
+    size = list(as_sequence(heatmap_size, "heatmap_size", 2, " (H, W)"))
+    fmt = mode_code(box_format, "box_format", BOX_FORMAT_CHOICES)
+    mode = mode_code(scale_mode, "scale_mode", SCALE_MODES)
     if mode == 1 and min(size) < 2:
         raise ValueError(f"heatmap_size must be >= 2 on both axes for scale_mode='udp' (w / (W - 1)); got {size}")
     if is_exporting():
@@ -147,9 +135,9 @@ class HeatmapToImage(nn.Module):
 
     def __init__(self, heatmap_size: Sequence[int], *, box_format: str = "xywh", scale_mode: str = "msra") -> None:
         super().__init__()
-        self.heatmap_size = as_sequence(heatmap_size, "heatmap_size", 2)
-        box_format_code(box_format)
-        if scale_mode_code(scale_mode) == 1 and min(self.heatmap_size) < 2:
+        self.heatmap_size = as_sequence(heatmap_size, "heatmap_size", 2, " (H, W)")
+        mode_code(box_format, "box_format", BOX_FORMAT_CHOICES)
+        if mode_code(scale_mode, "scale_mode", SCALE_MODES) == 1 and min(self.heatmap_size) < 2:
             raise ValueError(f"heatmap_size must be >= 2 on both axes for scale_mode='udp'; got {heatmap_size}")
         self.box_format = box_format
         self.scale_mode = scale_mode
@@ -223,7 +211,7 @@ SPEC = register(
         functional=heatmap_to_image,
         module=HeatmapToImage,
         reference=reference,
-        torch_op=torch.ops.kpx.heatmap_to_image,
+        fake=_fake,
         inputs=(
             OnnxInput("keypoints", "(B, K, 2) as (x, y) in heatmap pixels"),
             OnnxInput("boxes", "(B, 4) float32 crop boxes in image pixels", "tensor(float)"),

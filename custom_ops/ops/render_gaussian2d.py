@@ -54,13 +54,7 @@ def reference(mean: Tensor, std: Tensor, size: list[int], normalized_coordinates
     return (gy.unsqueeze(-1) * gx.unsqueeze(-2)).to(out_dtype)
 
 
-@torch.library.custom_op("kpx::render_gaussian2d", mutates_args=())
-def _torch_op(mean: Tensor, std: Tensor, size: list[int], normalized_coordinates: bool, align_corners: bool) -> Tensor:
-    return reference(mean, std, size, normalized_coordinates, align_corners)
-
-
-@_torch_op.register_fake
-def _(mean, std, size, normalized_coordinates, align_corners) -> Tensor:
+def _fake(mean: Tensor, std: Tensor, size: list[int], *_) -> Tensor:
     batch = torch.broadcast_shapes(mean.shape[:-1], std.shape[:-1])
     return mean.new_empty(*batch, size[0], size[1])
 
@@ -99,7 +93,7 @@ def render_gaussian2d(
         raise ValueError(
             f"std of shape {tuple(std.shape)} does not broadcast with mean of shape {tuple(mean.shape)}"
         ) from None
-    size = list(as_sequence(size, "size", 2))
+    size = list(as_sequence(size, "size", 2, " (H, W)"))
     normalized_coordinates, align_corners = bool(normalized_coordinates), bool(align_corners)
     if is_exporting():
         return torch.ops.kpx.render_gaussian2d(mean, std.to(mean.dtype), size, normalized_coordinates, align_corners)
@@ -111,7 +105,7 @@ class RenderGaussian2d(nn.Module):
 
     def __init__(self, size: tuple[int, int], normalized_coordinates: bool = True, *, align_corners: bool = True):
         super().__init__()
-        self.size = as_sequence(size, "size", 2)
+        self.size = as_sequence(size, "size", 2, " (H, W)")
         self.normalized_coordinates = normalized_coordinates
         self.align_corners = align_corners
 
@@ -189,7 +183,7 @@ SPEC = register(
         functional=render_gaussian2d,
         module=RenderGaussian2d,
         reference=reference,
-        torch_op=torch.ops.kpx.render_gaussian2d,
+        fake=_fake,
         inputs=(
             OnnxInput("mean", "centres (*, 2) as (x, y)"),
             OnnxInput("std", "standard deviations (*, 2), broadcastable with mean"),

@@ -204,21 +204,9 @@ def reference(
     return rows[0], rows[1], valid.to(keypoints.dtype)
 
 
-@torch.library.custom_op("kpx::simcc_targets", mutates_args=())
-def _torch_op(
-    keypoints: Tensor,
-    sigma: Tensor,
-    visibility: Tensor,
-    input_size: list[int],
-    split_ratio: float,
-    normalize: bool,
-    subpixel: bool,
+def _fake(
+    keypoints: Tensor, sigma: Tensor, visibility: Tensor, input_size: list[int], split_ratio: float, *_
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return reference(keypoints, sigma, visibility, input_size, split_ratio, normalize, subpixel)
-
-
-@_torch_op.register_fake
-def _(keypoints, sigma, visibility, input_size, split_ratio, normalize, subpixel):
     lx, ly = label_lengths(input_size, split_ratio)
     batch, keys = keypoints.shape[0], keypoints.shape[1]
     return keypoints.new_empty(batch, keys, lx), keypoints.new_empty(batch, keys, ly), keypoints.new_empty(batch, keys)
@@ -444,7 +432,7 @@ SPEC = register(
         functional=simcc_targets,
         module=SimCCTargets,
         reference=reference,
-        torch_op=torch.ops.kpx.simcc_targets,
+        fake=_fake,
         inputs=(
             OnnxInput("keypoints", "(B, K, 2) as (x, y) in input-image pixels"),
             OnnxInput("sigma", "(2,) float32 (sx, sy) in bins (or a 0-d one for both axes)", "tensor(float)"),
@@ -458,8 +446,8 @@ SPEC = register(
         attributes=(
             OnnxAttribute("input_size", "ints", None, "(W, H) of the network input, width first as in mmpose"),
             OnnxAttribute("split_ratio", "float", 2.0, "bins per input pixel"),
-            OnnxAttribute("normalize", "int", 0, "1: divide each row by sigma * sqrt(2 pi)"),
-            OnnxAttribute("subpixel", "int", 0, "1: Gaussian centred at p * split_ratio; 0: at the rounded bin"),
+            OnnxAttribute("normalize", "bool", 0, "1: divide each row by sigma * sqrt(2 pi)"),
+            OnnxAttribute("subpixel", "bool", 0, "1: Gaussian centred at p * split_ratio; 0: at the rounded bin"),
         ),
         build_function=build_function,
         samples=samples,

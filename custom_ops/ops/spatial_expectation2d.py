@@ -29,13 +29,7 @@ def reference(input: Tensor, normalized_coordinates: bool, align_corners: bool) 
     return expectation_flat(probs, height, width, normalized_coordinates, align_corners).to(input.dtype)
 
 
-@torch.library.custom_op("kpx::spatial_expectation2d", mutates_args=())
-def _torch_op(input: Tensor, normalized_coordinates: bool, align_corners: bool) -> Tensor:
-    return reference(input, normalized_coordinates, align_corners)
-
-
-@_torch_op.register_fake
-def _(input: Tensor, normalized_coordinates: bool, align_corners: bool) -> Tensor:
+def _fake(input: Tensor, *_) -> Tensor:
     return input.new_empty(input.shape[0], input.shape[1], 2)
 
 
@@ -136,7 +130,7 @@ SPEC = register(
         functional=spatial_expectation2d,
         module=SpatialExpectation2d,
         reference=reference,
-        torch_op=torch.ops.kpx.spatial_expectation2d,
+        fake=_fake,
         inputs=(OnnxInput("input", "probabilities (B, N, H, W)"),),
         outputs=(OnnxInput("output", "expected (x, y) (B, N, 2), input dtype"),),
         attributes=COORDINATE_ATTRIBUTES,

@@ -21,13 +21,14 @@ from custom_ops.ops._common import (
     COORDINATE_ATTRIBUTES,
     FLOAT,
     TEMPERATURE_ATTRIBUTE,
+    TEMPERATURE_MODES,
     compute_dtype,
     expectation_flat,
     is_exporting,
     logits_adversarial,
+    mode_code,
     positive_scalar,
     scaled_softmax,
-    temperature_divide,
     tracing,
     validate_tensor,
 )
@@ -65,19 +66,7 @@ def reference(
     return coords.reshape(batch, channels, 2).to(input.dtype)
 
 
-@torch.library.custom_op("kpx::spatial_soft_argmax2d", mutates_args=())
-def _torch_op(
-    input: Tensor,
-    temperature: Tensor,
-    temperature_divide: bool,
-    normalized_coordinates: bool,
-    align_corners: bool,
-) -> Tensor:
-    return reference(input, temperature, temperature_divide, normalized_coordinates, align_corners)
-
-
-@_torch_op.register_fake
-def _(input, temperature, temperature_divide, normalized_coordinates, align_corners) -> Tensor:
+def _fake(input: Tensor, *_) -> Tensor:
     return input.new_empty(input.shape[0], input.shape[1], 2)
 
 
@@ -103,7 +92,7 @@ def spatial_soft_argmax2d(
     """
     validate_tensor(input, "input", "(B, N, H, W)", 4)
     temperature = positive_scalar(temperature, "temperature")
-    divide = temperature_divide(temperature_mode)
+    divide = bool(mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES))
     normalized_coordinates, align_corners = bool(normalized_coordinates), bool(align_corners)
     if is_exporting():
         t = torch.as_tensor(temperature, device=input.device).to(torch.float32)
@@ -127,7 +116,7 @@ class SpatialSoftArgmax2d(nn.Module):
     ) -> None:
         super().__init__()
         positive_scalar(temperature, "temperature")
-        temperature_divide(temperature_mode)
+        mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES)
         self.temperature = temperature
         self.normalized_coordinates = normalized_coordinates
         self.temperature_mode = temperature_mode
@@ -200,7 +189,7 @@ SPEC = register(
         functional=spatial_soft_argmax2d,
         module=SpatialSoftArgmax2d,
         reference=reference,
-        torch_op=torch.ops.kpx.spatial_soft_argmax2d,
+        fake=_fake,
         inputs=(
             OnnxInput("input", "logits (B, N, H, W)"),
             OnnxInput("temperature", "0-d float32 temperature", "tensor(float)"),

@@ -17,12 +17,13 @@ from custom_ops.ops._common import (
     BOOL,
     FLOAT,
     TEMPERATURE_ATTRIBUTE,
+    TEMPERATURE_MODES,
     compute_dtype,
     is_exporting,
     logits_adversarial,
+    mode_code,
     positive_scalar,
     scaled_softmax,
-    temperature_divide,
     validate_tensor,
 )
 from custom_ops.registry import OnnxInput, OpSpec, Sample, register
@@ -39,13 +40,7 @@ def reference(
     return scaled_softmax(logits, temperature, temperature_divide).reshape(input.shape).to(input.dtype)
 
 
-@torch.library.custom_op("kpx::spatial_softmax2d", mutates_args=())
-def _torch_op(input: Tensor, temperature: Tensor, temperature_divide: bool) -> Tensor:
-    return reference(input, temperature, temperature_divide)
-
-
-@_torch_op.register_fake
-def _(input: Tensor, temperature: Tensor, temperature_divide: bool) -> Tensor:
+def _fake(input: Tensor, *_) -> Tensor:
     return torch.empty_like(input)
 
 
@@ -67,7 +62,7 @@ def spatial_softmax2d(
     """
     validate_tensor(input, "input", "(B, N, H, W)", 4)
     temperature = positive_scalar(temperature, "temperature")
-    divide = temperature_divide(temperature_mode)
+    divide = bool(mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES))
     if is_exporting():
         t = torch.as_tensor(temperature, device=input.device).to(torch.float32)
         return torch.ops.kpx.spatial_softmax2d(input, t, divide)
@@ -80,7 +75,7 @@ class SpatialSoftmax2d(nn.Module):
     def __init__(self, temperature: Tensor | float = 1.0, *, temperature_mode: str = "multiply") -> None:
         super().__init__()
         positive_scalar(temperature, "temperature")
-        temperature_divide(temperature_mode)
+        mode_code(temperature_mode, "temperature_mode", TEMPERATURE_MODES)
         self.temperature = temperature
         self.temperature_mode = temperature_mode
 
@@ -130,7 +125,7 @@ SPEC = register(
         functional=spatial_softmax2d,
         module=SpatialSoftmax2d,
         reference=reference,
-        torch_op=torch.ops.kpx.spatial_softmax2d,
+        fake=_fake,
         inputs=(
             OnnxInput("input", "logits (B, N, H, W)"),
             OnnxInput("temperature", "0-d float32 temperature", "tensor(float)"),

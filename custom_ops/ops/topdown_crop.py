@@ -105,7 +105,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from custom_ops.ops._common import FLOAT, INT32, INT64, box_format_code, is_exporting, tracing
+from custom_ops.ops._common import (
+    BOX_FORMAT_CHOICES,
+    FLOAT,
+    INT32,
+    INT64,
+    as_sequence,
+    is_exporting,
+    mode_code,
+    tracing,
+)
 from custom_ops.registry import OnnxAttribute, OnnxInput, OpSpec, Sample, register
 
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
@@ -115,13 +124,8 @@ INDEX_LIMIT = 2**31 - 1  # table values the ONNX body's int32 indices address
 
 def check_input_size(input_size: Sequence[int], udp: bool) -> list[int]:
     """Validates ``input_size = (w, h)``: two ints >= 1 (>= 2 with ``udp``)."""
-    fix = "e.g. input_size=(192, 256) for a 256x192 (h x w) model, mmpose's codec order"
-    try:
-        values = list(input_size)
-    except TypeError:
-        raise ValueError(f"input_size must be two ints (w, h), {fix}; got {input_size!r}") from None
-    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"input_size must be two ints (w, h) >= 1, {fix}; got {input_size!r}")
+    fix = " (w, h), e.g. input_size=(192, 256) for a 256x192 (h x w) model, mmpose's codec order"
+    values = list(as_sequence(input_size, "input_size", 2, fix))
     if udp and min(values) < 2:
         raise ValueError(f"input_size must be >= 2 on both axes with udp=True (w / (w - 1)); got {input_size!r}")
     return values
@@ -230,8 +234,7 @@ def reference(
     return crops, boxes_cs
 
 
-@torch.library.custom_op("kpx::topdown_crop", mutates_args=())
-def _torch_op(
+def _torch_impl(
     images: Tensor,
     boxes: Tensor,
     batch_index: Tensor,
@@ -245,8 +248,16 @@ def _torch_op(
     return crops.contiguous(), boxes_cs
 
 
-@_torch_op.register_fake
-def _(images, boxes, batch_index, input_size, padding, box_format, udp, channels_last):
+def _fake(
+    images: Tensor,
+    boxes: Tensor,
+    batch_index: Tensor,
+    input_size: list[int],
+    padding: float,
+    box_format: int,
+    udp: int,
+    channels_last: int,
+) -> tuple[Tensor, Tensor]:
     n, (out_w, out_h) = boxes.shape[0], input_size
     crops = images.new_empty((n, images.shape[3 if channels_last else 1], out_h, out_w), dtype=torch.float32)
     return crops, boxes.new_empty((n, 4), dtype=torch.float32)
@@ -333,7 +344,7 @@ def topdown_crop(
     """
     _check_inputs(images, boxes, batch_index, bool(channels_last))
     size = check_input_size(input_size, bool(udp))
-    pad, fmt = check_padding(padding), box_format_code(box_format)
+    pad, fmt = check_padding(padding), mode_code(box_format, "box_format", BOX_FORMAT_CHOICES)
     last = int(bool(channels_last))
     channels = images.shape[3 if last else 1]
     mean_values = check_channel_values(mean, "mean", channels, positive=False)
@@ -376,7 +387,7 @@ class TopdownCrop(nn.Module):
         self.input_size = tuple(check_input_size(input_size, bool(udp)))
         self.channels_last = bool(channels_last)
         self.padding = check_padding(padding)
-        box_format_code(box_format)
+        mode_code(box_format, "box_format", BOX_FORMAT_CHOICES)
         self.box_format = box_format
         self.udp = bool(udp)
         self.mean = None if mean is None else tuple(float(v) for v in mean)
@@ -612,7 +623,8 @@ SPEC = register(
         functional=topdown_crop,
         module=TopdownCrop,
         reference=reference,
-        torch_op=torch.ops.kpx.topdown_crop,
+        fake=_fake,
+        torch_impl=_torch_impl,
         inputs=(
             OnnxInput("images", "(F, C, H, W) frames, or (F, H, W, C) with channels_last; float32 or uint8"),
             OnnxInput("boxes", "(N, 4) float32 boxes in frame pixels", "tensor(float)"),

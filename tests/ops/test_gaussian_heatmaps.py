@@ -743,6 +743,47 @@ def test_table_path_equals_general_path(sigma, instances, dtype, window):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("instances", [False, True])
+def test_table_path_without_options_equals_general_path(window, dtype, instances):
+    """The fast path as the benchmark calls it (a number sigma, no visibility, no other option) and the general
+    path (the same sigma as a 0-d tensor) agree bit for bit: sizes with a 1-pixel axis, windows from 0 px to
+    larger than the map, keypoints on, near and far off the map, NaN, +-inf and huge values."""
+    g = torch.Generator().manual_seed(71)
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    for (h, w), sigma, truncate in [
+        ((14, 11), 2.0, 3.0),
+        ((64, 48), 2.0, 3.0),
+        ((1, 7), 0.8, 3.0),
+        ((5, 1), 3.7, 4.5),
+        ((3, 3), 0.1, 3.0),
+        ((9, 6), 6.0, 1.0),
+        ((4, 5), 1.5, 4.5),
+    ]:
+        shape = (4, 2, 12, 2) if instances else (4, 12, 2)
+        kp = torch.rand(*shape, generator=g, dtype=torch.float64) * torch.tensor([w + 8.0, h + 8.0]) - 4
+        kp = kp.to(dtype)
+        kp.view(-1, 2)[::7, 0] = float("nan")
+        kp.view(-1, 2)[3::11, 1] = float("inf")
+        kp.view(-1, 2)[5::13, 0] = float("-inf")
+        kp.view(-1, 2)[6::17, 1] = 6e4
+        # and every integer centre from beyond the left/top reach of the window to beyond the right/bottom one
+        reach = math.ceil(truncate * sigma) + 3
+        sweep = torch.arange(-reach, max(h, w) + reach, dtype=torch.float64)
+        middle = torch.full_like(sweep, (w - 1) / 2)
+        lines = torch.stack([torch.stack([sweep, middle.new_full(sweep.shape, (h - 1) / 2)], -1),
+                             torch.stack([middle, sweep], -1)])  # fmt: skip
+        lines = lines.unsqueeze(1).expand(2, 2, *sweep.shape, 2) if instances else lines
+        options = {"truncate": truncate, "window": window}
+        for points in (kp, lines.to(dtype)):
+            number = gaussian_heatmaps(points, (h, w), sigma, **options)
+            tensor = gaussian_heatmaps(points, (h, w), torch.tensor(sigma, dtype=compute), **options)
+            assert number[1].any() and not number[1].all(), (h, w)  # rendered and dropped keypoints in every case
+            for a, b in zip(number, tensor, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m, h=h, w=w: f"{h}x{w}: {m}")
+
+
 @pytest.mark.parametrize("flags", [torch.tensor([[0, 1, 2]]), torch.tensor([[False, True, True]])])
 def test_integer_and_bool_visibility(flags):
     """COCO's integer flags (0 unlabeled, 1 occluded, 2 visible) and bools work as they are."""

@@ -356,7 +356,7 @@ def _huge(shape: tuple[int, ...]) -> torch.Tensor:
         ({"padding": -1.25}, "padding must be a finite number > 0"),
         ({"padding": float("nan")}, "padding must be a finite number > 0"),
         ({"padding": torch.tensor(1.25)}, "padding must be a finite number > 0"),
-        ({"box_format": "ltrb"}, "box_format must be 'xyxy'"),
+        ({"box_format": "ltrb"}, r"box_format must be 'xywh' \(x0, y0, w, h\), 'xyxy' \(x0, y0, x1, y1\) or 'cs'"),
         ({"mean": (1.0, 2.0)}, "mean must have one value per channel, 3; got 2"),
         ({"std": (1.0, 2.0, 3.0, 4.0)}, "std must have one value per channel, 3; got 4"),
         ({"std": (1.0, 0.0, 3.0)}, "std must be finite and > 0"),
