@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from custom_ops.ops._common import BOX_FORMATS  # the ops' box formats (--boxes choices)
+from custom_ops.conventions import BOX_FORMATS  # the box formats of the ops (--boxes choices)
 from export_tools.errors import UsageError
 
 HEATMAP_REFINES = ("none", "quarter", "dark", "dark_udp")

@@ -27,8 +27,15 @@ from typing import Any
 import torch
 
 from custom_ops import __version__
-from custom_ops.ops._common import kpx_export
-from custom_ops.registry import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, check_opset, get_op, translation_table
+from custom_ops.registry import (
+    DEFAULT_OPSET,
+    DOMAIN,
+    DOMAIN_VERSION,
+    check_opset,
+    get_op,
+    kpx_export,
+    translation_table,
+)
 from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
 from export_tools.errors import ExportError, OpsetConversionError, strip_ansi
 from export_tools.filemeta import name_outputs, record

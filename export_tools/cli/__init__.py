@@ -41,7 +41,7 @@ __all__ = ["SUBCOMMANDS", "Log", "Progress", "build_parser", "main"]
 
 
 def _kpx_version() -> str:
-    from custom_ops._version import __version__
+    from custom_ops import __version__
 
     return __version__
 
