@@ -91,16 +91,42 @@ def inline_functions(model):
     inlined = onnx.inliner.inline_local_functions(model)
     tag_inlined_nodes(model, inlined)
     calls = {o: node_props(n) for n in inlined.graph.node if KPX_OP_KEY in node_props(n) for o in n.output}
+    named = {n.name: node_props(n) for n in inlined.graph.node if n.name and KPX_OP_KEY in node_props(n)}
     outputs = {o for n in model.graph.node if n.domain == DOMAIN for o in n.output}
     inlined = onnxscript.optimizer.optimize(inlined)
-    _retag_rewritten_nodes(inlined, {o: props for o, props in calls.items() if o in outputs})
+    _retag_rewritten_nodes(inlined, calls, outputs, named)
     del inlined.functions[:]
     keep = [o for o in inlined.opset_import if o.domain != DOMAIN]
     del inlined.opset_import[:]
     inlined.opset_import.extend(keep)
     if kpx_nodes(inlined):
         raise ExportError("inlining left kpx nodes behind; this is a kpx bug, please report it")
+    drop_unused_initializers(inlined)
     return inlined
+
+
+def drop_unused_initializers(model) -> list[str]:
+    """Removes initializers that no node reads (the optimizer folds the constants of the inlined bodies and leaves
+    their initializers behind: ONNX Runtime warns ``Removing initializer 'k__1'. It is not used by any node`` at
+    every load). Graph outputs and inputs are kept; returns the names removed."""
+    from export_tools.graph import iter_nodes
+
+    used = {name for node in iter_nodes(model.graph) for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    dead = [t.name for t in model.graph.initializer if t.name not in used]
+    if not dead:
+        return []
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    gone = set(dead)
+    inputs = [v for v in model.graph.input if v.name not in gone]  # IR < 4 lists initializers as inputs too
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    infos = [v for v in model.graph.value_info if v.name not in gone]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(infos)
+    return dead
 
 
 def tag_inlined_nodes(model, inlined) -> None:
@@ -149,16 +175,27 @@ def tag_inlined_nodes(model, inlined) -> None:
         set_node_props(inlined.graph.node[i], props)
 
 
-def _retag_rewritten_nodes(model, calls: Mapping[str, dict[str, str]]) -> None:
-    """Nodes the optimizer wrote in place of inlined kpx nodes (a fused ``Softmax``, a final ``Cast``) have no
-    metadata. One that produces a kpx call's output (``calls``: ``{output: the call's tags}``) gets that call's
-    tags; then, in graph order, one whose tagged producers all belong to one call gets its tags."""
+def _retag_rewritten_nodes(
+    model, calls: Mapping[str, dict[str, str]], outputs: set[str] | None = None,
+    named: Mapping[str, dict[str, str]] | None = None,
+) -> None:  # fmt: skip
+    """Nodes the optimizer wrote in place of inlined kpx nodes (a fused ``Softmax``, a final ``Cast``, a folded
+    step, the body of a nested call it inlined) have no metadata. One that produces a value an inlined node
+    produced (``calls``: ``{value: that node's tags}``; a kpx call's output first, ``outputs``) gets those tags; one
+    named after a tagged node it was inlined from (``named``: ``{node name: tags}``; ``n18__1_n34__1`` from
+    ``n18__1``) gets that node's; then, in graph order, one whose tagged producers all belong to one call gets its
+    tags."""
     nodes = list(model.graph.node)
+    named = named or {}
     for node in nodes:
         if not len(node.metadata_props):
-            owner = next((calls[o] for o in node.output if o in calls), None)
-            if owner is not None:
-                set_node_props(node, owner)
+            produced = sorted((o for o in node.output if o in calls), key=lambda o: o not in (outputs or ()))
+            if produced:
+                set_node_props(node, calls[produced[0]])
+                continue
+            parent = max((n for n in named if node.name.startswith(n + "_")), key=len, default=None)
+            if parent is not None:
+                set_node_props(node, named[parent])
     producer = {o: n for n in nodes for o in n.output if o}
     for node in nodes:
         if len(node.metadata_props):
@@ -167,6 +204,112 @@ def _retag_rewritten_nodes(model, calls: Mapping[str, dict[str, str]]) -> None:
         tags = {p.get(KPX_OP_KEY) for p in before if len(p)}
         if len(tags) == 1 and None not in tags:
             set_node_props(node, next(p for p in before if p.get(KPX_OP_KEY)))
+
+
+#: the class whose own code (not its children's) kpx adds around a network: the heatmap-to-pixel scaling, casts
+POSE_DECODER_CLASS = "export_tools.decoding.PoseDecoder"
+#: ops that read only the shape of their input: a node made of these and constants is shape arithmetic
+_SHAPE_OPS = ("Shape", "Size")
+
+
+def kpx_tag(op_type: str, node: str) -> str:
+    """The ``kpx.op`` tag: JSON ``{"op_type", "node"}``, the kpx op (or ``PoseDecoder``) and the call it is part of."""
+    return json.dumps({"op_type": op_type, "node": node})
+
+
+def tag_kpx_nodes(model) -> int:
+    """Gives every node kpx added a ``kpx.op`` tag (see :data:`KPX_OP_KEY`); returns how many nodes carry one.
+
+    Tagged: ``kpx`` nodes (function files); the nodes inlined from their bodies (:func:`tag_inlined_nodes`);
+    the nodes of :class:`~export_tools.decoding.PoseDecoder`'s own code (``op_type`` ``"PoseDecoder"``: the
+    heatmap-to-pixel ``Mul``, casts); then, until nothing changes, nodes without a torch origin (written by an
+    optimiser or a tool) whose producers are all tagged, and constants, shape arithmetic and copies (``Identity``)
+    whose consumers are all tagged. Nodes without a name get one (quantizers and TensorRT address nodes by name)."""
+    nodes = list(model.graph.node)
+    _name_nodes(model)
+    for node in nodes:
+        props = node_props(node)
+        if KPX_OP_KEY in props:
+            continue
+        if node.domain == DOMAIN:
+            set_node_props(node, {KPX_OP_KEY: kpx_tag(node.op_type, node.name)})
+        elif _innermost_class(props) == POSE_DECODER_CLASS:
+            set_node_props(node, {KPX_OP_KEY: kpx_tag("PoseDecoder", node.name)})
+    propagate_tags(model)
+    return sum(KPX_OP_KEY in node_props(n) for n in model.graph.node)
+
+
+def propagate_tags(model) -> None:
+    """The fixpoint of :func:`tag_kpx_nodes`' neighbour rules over the main graph (tags already set are kept)."""
+    nodes = list(model.graph.node)
+    constants = {t.name for t in model.graph.initializer}
+    producer = {o: n for n in nodes for o in n.output if o}
+    consumers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    data_free: set[int] = set()
+    for node in nodes:  # topological order: a producer's status is known first
+        ins = [i for i in node.input if i]
+        if node.op_type in _SHAPE_OPS or all(i in constants or (i in producer and id(producer[i]) in data_free)
+                                             for i in ins):  # fmt: skip
+            data_free.add(id(node))
+    tags = {id(n): node_props(n) for n in nodes}
+    changed = True
+    while changed:
+        changed = False
+        for node in nodes:
+            if KPX_OP_KEY in tags[id(node)]:
+                continue
+            torch_origin = TORCH_ORIGIN_KEYS[0] in tags[id(node)]
+            before = [producer[i] for i in node.input if i in producer]
+            after = [c for o in node.output if o for c in consumers.get(o, [])]
+            source = None
+            if not torch_origin and before and all(KPX_OP_KEY in tags[id(p)] for p in before):
+                source = before[0]
+            elif (
+                (id(node) in data_free or (not torch_origin and node.op_type == "Identity"))
+                and after
+                and not (set(node.output) & outputs)
+                and all(KPX_OP_KEY in tags[id(c)] for c in after)
+            ):
+                source = after[0]
+            if source is not None:
+                inherited = {k: v for k, v in tags[id(source)].items() if k in TORCH_ORIGIN_KEYS or k == KPX_OP_KEY}
+                if torch_origin:  # a node of torch's own (a constant): keep its origin, add the tag
+                    inherited = {KPX_OP_KEY: tags[id(source)][KPX_OP_KEY]}
+                set_node_props(node, inherited)
+                tags[id(node)] = node_props(node)
+                changed = True
+
+
+def _innermost_class(props: Mapping[str, str]) -> str | None:
+    """The innermost module class of a node's torch origin (the class hierarchy's last module, before the op)."""
+    text = props.get(TORCH_ORIGIN_KEYS[1])
+    if not text:
+        return None
+    try:
+        import ast
+
+        classes = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return classes[-2] if isinstance(classes, list) and len(classes) >= 2 else None
+
+
+def _name_nodes(model) -> None:
+    """Names every unnamed node of the main graph (``kpx_node_N``), distinct from the names in use."""
+    taken = {n.name for n in model.graph.node}
+    count = 0
+    for node in model.graph.node:
+        if node.name:
+            continue
+        while f"kpx_node_{count}" in taken:
+            count += 1
+        node.name = f"kpx_node_{count}"
+        taken.add(node.name)
 
 
 def _copy_lowered_origins(raw, lowered) -> None:
@@ -421,6 +564,7 @@ def finalize(raw, *, opset: int, emit: str = "function"):
     attach_functions(proto, opset)
     if emit == "inline":
         proto = inline_functions(proto)
+    tag_kpx_nodes(proto)
     if opset < EXPORT_OPSET:
         origins = compact_origins(proto)
         lower_ir_version(proto)  # IR 8 (inline) or 9 (function defaults), readable by older runtimes
