@@ -239,8 +239,9 @@ def tag_kpx_nodes(model) -> int:
     return sum(KPX_OP_KEY in node_props(n) for n in model.graph.node)
 
 
-def propagate_tags(model) -> None:
-    """The fixpoint of :func:`tag_kpx_nodes`' neighbour rules over the main graph (tags already set are kept)."""
+def propagate_tags(model, frozen: set[str] | frozenset[str] = frozenset()) -> None:
+    """The fixpoint of :func:`tag_kpx_nodes`' neighbour rules over the main graph (tags already set are kept;
+    nodes named in ``frozen`` stay untagged: a tool's output whose nodes were known untagged before)."""
     nodes = list(model.graph.node)
     constants = {t.name for t in model.graph.initializer}
     producer = {o: n for n in nodes for o in n.output if o}
@@ -261,7 +262,7 @@ def propagate_tags(model) -> None:
     while changed:
         changed = False
         for node in nodes:
-            if KPX_OP_KEY in tags[id(node)]:
+            if KPX_OP_KEY in tags[id(node)] or node.name in frozen:
                 continue
             torch_origin = TORCH_ORIGIN_KEYS[0] in tags[id(node)]
             before = [producer[i] for i in node.input if i in producer]

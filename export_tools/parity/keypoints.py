@@ -129,6 +129,9 @@ class DecoderValues:
     bins_per_unit: float = 1.0
     counterfactual: np.ndarray | None = None  # PyTorch's output keypoints from the runtime's decoder inputs
     runtime_output: np.ndarray | None = None  # the runtime's output keypoints in the same run
+    #: (rows, K) each keypoint's largest |reference - runtime| over its decoder input, when the two sides are
+    #: expected to differ (an ONNX reference: an INT8 file against its float32 original); peaks are judged against it
+    noise: np.ndarray | None = None
 
 
 @dataclass
@@ -175,6 +178,14 @@ class KeypointStats:
     decides: bool = True  # False: a float tolerance judges this output (given, or the op's registry entry)
     decoding_checked: bool = False  # PyTorch decoded the runtime's decoder inputs (float32 files)
     decoder_dtype: str = "float"
+    #: quantized files: one step of the decoder's grid (a heatmap pixel, a SimCC bin) in the judged units, and how
+    #: many confident keypoints (reference score >= ``min_score``) moved by more than one step
+    grid_px: float | None = None
+    grid_name: str = "heatmap px"
+    min_score: float | None = None
+    confident: int | None = None
+    confident_moved_grid: int | None = None
+    noise_judged: bool = False  # flips judged against the decoder inputs' own difference (an ONNX reference)
     detail: Any = field(default=None, repr=False, compare=False)  # KeypointDetail, for plots (not in as_dict)
 
     @property
@@ -201,6 +212,9 @@ class KeypointStats:
         rounding = f" + {self.output_dtype} rounding" if self.output_dtype == "float16" else ""
         head = (f"{self.count} keypoints, {shown}, p95 {self.p95_px:.3g}, median {self.median_px:.3g}; "
                 f"{self.moved} moved > {self.px_tol:g} {self.units}{rounding}")  # fmt: skip
+        if self.confident is not None and self.grid_px is not None:
+            head += (f"; {self.confident_moved_grid} of {self.confident} confident (score >= {self.min_score:.3g}) "
+                     f"moved > 1 {self.grid_name} ({self.grid_px:.3g} {self.units})")  # fmt: skip
         if not self.nan_pattern_equal:
             head += "; NaN keypoints at other places"
         if not self.decides:
@@ -210,13 +224,25 @@ class KeypointStats:
         if self.analysis is not None:
             return f"{head}: FAIL (not classified: {self.analysis})"
         ambiguous = [f for f in self.flips if f.ambiguous]
+        clear = [f for f in self.flips if not f.ambiguous]
         parts = []
-        if ambiguous:
+        if ambiguous and self.noise_judged:
+            gaps = sorted(f.ulps for f in ambiguous)
+            parts.append(f"{len(ambiguous)} ambiguous peak(s) (the argmax changed between two peaks whose reference "
+                         f"values differ by {gaps[0]:.2g}{'' if len(gaps) == 1 else f'-{gaps[-1]:.2g}'} times the "
+                         "decoder inputs' own difference there: the reference itself is ambiguous)")  # fmt: skip
+        elif ambiguous:
             gaps = sorted(f.ulps for f in ambiguous)
             parts.append(f"{len(ambiguous)} ambiguous peak(s) (the argmax changed between two peaks {gaps[0]:.2g}"
                          f"{'' if len(gaps) == 1 else f'-{gaps[-1]:.2g}'} {self.decoder_dtype} resolution apart; "
                          "the decoder inputs agree)")  # fmt: skip
-        if self.drift:
+        if clear:
+            parts.append(f"{len(clear)} flip(s) to a peak the reference ranks clearly lower (beyond the decoder "
+                         "inputs' difference: the file changed the maps, not a near-tie)")  # fmt: skip
+        if self.drift and self.noise_judged:
+            parts.append(f"{self.drift} drift (same peak, moved by the difference of the decoder inputs, up to "
+                         f"{self.max_non_flip:.3g} {self.units})")  # fmt: skip
+        elif self.drift:
             also = ", PyTorch's decoding of the runtime's inputs lands there too" if self.decoding_checked else ""
             parts.append(f"{self.drift} rounding drift (same peak, decoder inputs agree{also}: the refinement "
                          "amplified rounding)")  # fmt: skip
@@ -228,9 +254,11 @@ class KeypointStats:
             parts.append(f"{self.departures} departure(s): {where.get(self.departure_kind or '', 'departs')}")
         verdict = "PASS" if self.passed else "FAIL"
         hint = ""
-        if not self.passed and ambiguous and not self.departures and not self.drift:
+        if not self.passed and ambiguous and not clear and not self.departures and not self.drift:
             share = len(ambiguous) / max(self.count, 1)
             hint = f"; accept with --allow-flips {math.ceil(share * 1000) / 1000:g}"
+        elif not self.passed and self.drift and not self.departures and self.noise_judged:
+            hint = f"; a budget of --px-tol {_round_up(self.max_non_flip):g} would accept the drift"
         elif not self.passed and self.drift and not self.departures:
             hint = f"; within rounding: judge with --px-tol {_round_up(self.max_non_flip):g}"
         return f"{head}: {'; '.join(parts)}: {verdict}{hint}"
@@ -301,6 +329,27 @@ def judge_keypoints(
     return stats
 
 
+def grid_moves(stats: KeypointStats, scores: np.ndarray | None, grid_px: float | None, grid_name: str,
+               min_score: float | None = None) -> None:  # fmt: skip
+    """Adds to ``stats`` how many confident keypoints moved by more than one step of the decoder's grid
+    (``grid_px`` judged px: one heatmap pixel, one SimCC bin). Confident: the reference's score is at least
+    ``min_score`` (default: half the largest finite score of the input set). Needs ``stats.detail``."""
+    detail = stats.detail
+    if detail is None or scores is None or grid_px is None:
+        return
+    s = np.asarray(scores, np.float64)
+    if s.size != detail.judged.size:
+        return
+    s = s.reshape(detail.judged.shape)
+    finite = np.isfinite(s)
+    if min_score is None:
+        min_score = 0.5 * float(s[finite].max()) if finite.any() else 0.0
+    confident = finite & (s >= min_score) & detail.finite
+    stats.grid_px, stats.grid_name, stats.min_score = float(grid_px), grid_name, float(min_score)
+    stats.confident = int(confident.sum())
+    stats.confident_moved_grid = int((detail.judged[confident] > grid_px).sum())
+
+
 @dataclass
 class KeypointDetail:
     """Arrays behind a :class:`KeypointStats`, for plots: judged displacements ``(rows, K)``, which were finite,
@@ -319,6 +368,7 @@ def _classify(
     allowed: np.ndarray,
 ) -> None:  # fmt: skip
     stats.decoder, stats.decoder_dtype = values.error, values.dtype
+    stats.noise_judged = values.noise is not None
     rows, k = judged.shape
     reference = [_rows(v, rows, k) for v in values.reference]
     runtime = [_rows(v, rows, k) for v in values.runtime]
@@ -337,7 +387,7 @@ def _classify(
             stats.departures += 1
             stats.departure_kind = stats.departure_kind or "decoding"
             continue
-        if not values.agree:
+        if not values.agree and values.noise is None:
             stats.departures += 1
             stats.departure_kind = stats.departure_kind or "decoder inputs"
             continue
@@ -347,9 +397,14 @@ def _classify(
             stats.max_non_flip = max(stats.max_non_flip, float(judged[n, j]))
             continue
         gap = max(float(r[n, j, p] - r[n, j, q]) for r, (p, q) in zip(reference, peaks) if p != q)
+        where = [_peak(peaks, values.kind, width, side) for side in (0, 1)]
+        if values.noise is not None:  # the peaks' reference gap against the two maps' own difference there
+            noise = float(values.noise[n, j])
+            stats.flips.append(Flip([int(n), int(j)], float(judged[n, j]), *where, max(gap, 0.0), noise,
+                                    gap <= 2.0 * noise))  # fmt: skip
+            continue
         peak = max(abs(float(r[n, j, p])) for r, (p, _) in zip(reference, peaks))
         ulp = float(2.0 ** math.floor(math.log2(peak)) * resolution) if peak > 0 and resolution else 0.0
-        where = [_peak(peaks, values.kind, width, side) for side in (0, 1)]
         stats.flips.append(Flip([int(n), int(j)], float(judged[n, j]), *where, max(gap, 0.0), ulp, True))
 
 
@@ -358,6 +413,14 @@ def _peaks_of(values: DecoderValues, reference: list[np.ndarray], runtime: list[
     """``[(reference peak, runtime peak)]`` per decoder input, as flat indices into the reference's values: the
     local maxima of the reference's map (vector) that each side's keypoint climbs to; without the keypoints in
     decoder units, each side's own argmax."""
+    if values.noise is not None and (values.reference_keypoints is None or values.runtime_keypoints is None):
+        # no mapping to follow: each side's argmax, the runtime's climbed on the reference's map to its peak there
+        if values.kind == "heatmap":
+            shape = np.asarray(values.reference[0]).shape[-2:]
+            grid = reference[0][n, j].reshape(shape)
+            start = np.unravel_index(_argmax(runtime[0][n, j]), shape)
+            return [(_argmax(reference[0][n, j]), _climb2d(grid, np.asarray([start[1], start[0]], np.float64)))]
+        return [(_argmax(r[n, j]), _climb1d(r[n, j], float(_argmax(t[n, j])))) for r, t in zip(reference, runtime)]
     if values.reference_keypoints is None or values.runtime_keypoints is None:
         return [(_argmax(r[n, j]), _argmax(t[n, j])) for r, t in zip(reference, runtime)]
     ref_kp, rt_kp = values.reference_keypoints[n, j], values.runtime_keypoints[n, j]
@@ -438,5 +501,6 @@ __all__ = [
     "KeypointOutput",
     "KeypointStats",
     "box_pixels_per_input_pixel",
+    "grid_moves",
     "judge_keypoints",
 ]
