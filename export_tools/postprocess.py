@@ -200,15 +200,15 @@ def tagged_count(model) -> int:
     return sum(KPX_OP_KEY in origins.get(n.name, {}) for n in model.graph.node)
 
 
-def restore_tags(original, transformed) -> int:
+def restore_tags(original, transformed, *, propagate: bool = True) -> int:
     """Puts ``original``'s ``kpx.op`` tags back on ``transformed`` (the file after a tool that dropped them: onnxslim,
     onnxsim, onnx-graphsurgeon and polygraphy drop node metadata; ONNX Runtime's ``quant_pre_process`` also inlines
     the kpx functions and renames their nodes); returns how many nodes got a tag back.
 
     A node gets the tag of the original node with its name, else of the original node that produced one of its
     outputs, else (a node ONNX Runtime inlined from a kpx function, ``_inlfunc_<op type>_...``) of the kpx node of
-    that type; then :func:`~export_tools.exporter.propagate_tags` tags the nodes the tool wrote (folded, fused)
-    from their neighbours, never a node the original left untagged. Below IR 10 the tags go into
+    that type; then (``propagate``) :func:`~export_tools.exporter.propagate_tags` tags the nodes the tool wrote
+    (folded, fused) from their neighbours, never a node the original left untagged. Below IR 10 the tags go into
     ``kpx.node_origins``."""
     from export_tools.exporter import propagate_tags
 
@@ -233,7 +233,8 @@ def restore_tags(original, transformed) -> int:
             found = by_type[match.group(1)]
         if found is not None:
             set_node_props(node, {k: v for k, v in found.items() if k.startswith(("pkg.torch.onnx.", "kpx."))})
-    propagate_tags(transformed, frozen=frozenset(untagged))
+    if propagate:
+        propagate_tags(transformed, frozen=frozenset(untagged))
     if low_ir:  # nodes hold no metadata below IR 10: the tags live in the model metadata
         origins_now = compact_origins(transformed)
         for node in transformed.graph.node:

@@ -141,3 +141,13 @@ def decoder_options(net: nn.Module) -> dict[str, object]:
                 "sigma": SIMCC_SIGMA}  # fmt: skip
     return {"decode": "heatmap:dark", "input_size": (INPUT[1], INPUT[0]), "heatmap_size": HEATMAP,
             "blur_kernel": BLUR_KERNEL, "udp": True}  # fmt: skip
+
+
+def heatmap_net() -> HeatmapNet:
+    """Model spec ``tests/int8_models.py:heatmap_net`` (with ``--weights``)."""
+    return HeatmapNet().eval()
+
+
+def simcc_net() -> SimCCNet:
+    """Model spec ``tests/int8_models.py:simcc_net`` (with ``--weights``)."""
+    return SimCCNet().eval()

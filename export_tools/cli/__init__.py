@@ -5,8 +5,9 @@ requested runtime or package is missing), 4 a kpx bug (please report it; ``-v`` 
 130 interrupted. Results go to stdout (``--json`` for machines); logs and progress go to stderr.
 
 One module per subcommand (its parser and its run side by side): :mod:`.ops`, :mod:`.export`,
-:mod:`.check`, :mod:`.inspect`, :mod:`.doctor`, :mod:`.bench`; shared options and helpers in
-:mod:`._common`. This module only parses and maps errors to exit codes (:mod:`export_tools.errors`).
+:mod:`.check`, :mod:`.inspect`, :mod:`.simplify`, :mod:`.repair`, :mod:`.quantize`, :mod:`.doctor`,
+:mod:`.bench`; shared options and helpers in :mod:`._common`. This module only parses and maps errors to exit
+codes (:mod:`export_tools.errors`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from export_tools.cli import bench, check, doctor, export, inspect, ops, repair, simplify
+from export_tools.cli import bench, check, doctor, export, inspect, ops, quantize, repair, simplify
 from export_tools.cli._common import Log, Progress
 from export_tools.errors import (
     CHECK_FAILED,
@@ -34,7 +35,7 @@ from export_tools.errors import (
     one_line,
 )
 
-SUBCOMMANDS = (ops, export, check, inspect, simplify, repair, doctor, bench)
+SUBCOMMANDS = (ops, export, check, inspect, simplify, repair, quantize, doctor, bench)
 
 __all__ = ["SUBCOMMANDS", "Log", "Progress", "build_parser", "main"]
 

@@ -192,6 +192,10 @@ def check_parity(
             raise ValueError(f"input set {set_name!r} has {len(tensors)} tensors; the model has {len(specs)} inputs "
                              f"({', '.join(s[0] for s in specs)})")  # fmt: skip
     report = ParityReport(model=type(module).__name__ if module is not None else "onnx")
+    reported = [n for n in names if judge.quantized and n not in judge.keypoints and n not in (tolerances or {})]
+    if reported:
+        report.notes.append(f"{', '.join(reported)}: a quantized file's float outputs differ from the float reference "
+                            "by design; reported, not judged (give --atol/--rtol to judge them)")  # fmt: skip
     torch_dtype = _float_dtype(module)
     if module is not None:
         first_set = next(iter(sets.values()))
