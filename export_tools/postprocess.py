@@ -170,6 +170,12 @@ def simplify(model, tool: str, sets: Mapping[str, Sequence[np.ndarray]] | None =
     return simplified, report
 
 
+def restore_from(original, transformed) -> list[str]:
+    """Puts back in ``transformed`` what a tool dropped from the kpx file ``original``: function bodies (authored at
+    the file's opset), ``kpx.*`` metadata and ``kpx.op`` node tags (:func:`restore_tags`); returns what it restored."""
+    return _restore(original, transformed)
+
+
 def _restore(original, simplified) -> list[str]:
     """Puts back what a tool dropped from a kpx file: bodies (authored at the file's opset), metadata, node tags."""
     repaired = []

@@ -83,7 +83,7 @@ class Exclusion:
         return "\n".join([
             f"{len(self.nodes)} node(s) to keep in float: {self.tagged} added by kpx (kpx.op tags) and "
             f"{len(self.heads)} of the network's last layer before them ({', '.join(self.heads) or 'none'}), so that "
-            f"{', '.join(self.decoder_inputs) or 'their inputs'} reach kpx's nodes in float",
+            f"the values kpx's nodes read from the network ({', '.join(self.decoder_inputs) or 'none'}) stay float",
             "",
             "# ONNX Runtime (onnxruntime.quantization.quantize_static)",
             f"nodes_to_exclude = {names}",

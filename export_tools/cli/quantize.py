@@ -122,16 +122,9 @@ def _compare(model, quantized, samples, args: argparse.Namespace, log: Log) -> b
     report = check_parity(None, sets, model=quantized, reference_model=model, isolate=False, localize=False,
                           px_tol=args.px_tol if judged else 0.1, allow_flips=args.allow_flips if judged else 1.0,
                           min_score=args.min_score)  # fmt: skip
-    lines = []
-    for case in report.cases:
-        for output in case.outputs:
-            kp = output.keypoints
-            if kp is not None:
-                lines.append(f"{case.inputs}: {output.name}: {_line(kp) if not judged else kp.summary()}")
-            elif case.failure is None:
-                lines.append(f"{case.inputs}: {output.name}: max |diff| {output.max_abs:.3g} (reported)")
-        if case.failure is not None:
-            lines.append(f"{case.inputs}: FAILED: {case.failure['what']} during {case.failure['phase']}")
+    lines = [f"{label}: {text}" for label, text in _pooled(report, judged)]
+    lines += [f"{c.inputs}: FAILED: {c.failure['what']} during {c.failure['phase']}" for c in report.cases
+              if c.failure is not None]  # fmt: skip
     print(f"INT8 vs float32 ({report.runtimes[0]['runtime'] if report.runtimes else 'reference'}), on the calibration "
           "inputs:")  # fmt: skip
     for line in lines:
@@ -143,16 +136,42 @@ def _compare(model, quantized, samples, args: argparse.Namespace, log: Log) -> b
     return report.passed
 
 
-def _line(kp) -> str:
-    """A keypoint comparison without a verdict (no --px-tol)."""
-    text = f"{kp.count} keypoints, displacement median {kp.median_px:.3g}, p95 {kp.p95_px:.3g}, max {kp.max_px:.3g} " \
-        f"{kp.units}"  # fmt: skip
-    if kp.confident is not None and kp.grid_px is not None:
-        text += (f"; {kp.confident_moved_grid} of {kp.confident} confident (score >= {kp.min_score:.3g}) moved > 1 "
-                 f"{kp.grid_name} ({kp.grid_px:.3g} {kp.units})")  # fmt: skip
-    moved = kp.flips and [f for f in kp.flips if f.ambiguous]
-    if kp.flips:
-        clear = len(kp.flips) - len(moved)
-        text += f"; {len(moved)} ambiguous flip(s) (the float32 file's own peaks within the maps' difference)"
-        text += f", {clear} to a clearly lower peak" if clear else ""
-    return text
+def _pooled(report, judged: bool) -> list[tuple[str, str]]:
+    """One line per output over every input set: keypoints pooled (displacement median / p95 / max, confident ones
+    moved > 1 grid step, flips), float outputs by their largest difference; with ``judged``, each set's verdict."""
+    import numpy as np
+
+    cases = [c for c in report.cases if c.failure is None]
+    label = cases[0].inputs if len(cases) == 1 else f"{len(cases)} calibration inputs"
+    out = []
+    for name in [o.name for o in cases[0].outputs] if cases else []:
+        found = [o for c in cases for o in c.outputs if o.name == name]
+        stats = [o.keypoints for o in found if o.keypoints is not None]
+        if not stats:
+            out.append((label, f"{name}: max |diff| {max(o.max_abs for o in found):.3g} (reported)"))
+            continue
+        px = np.concatenate([k.detail.judged[k.detail.finite] for k in stats if k.detail is not None] or [[]])
+        kp = stats[0]
+        text = (
+            f"{name}: {px.size} keypoints, displacement median {np.median(px):.3g}, p95 "
+            f"{np.percentile(px, 95):.3g}, max {px.max():.3g} {kp.units}"
+            if px.size
+            else f"{name}: none"
+        )
+        if all(k.confident is not None for k in stats) and kp.grid_px is not None:
+            moved, confident = sum(k.confident_moved_grid for k in stats), sum(k.confident for k in stats)
+            same = len({k.min_score for k in stats}) == 1
+            score = f"score >= {kp.min_score:.3g}" if same else "score >= half of each input's largest"
+            text += f"; {moved} of {confident} confident ({score}) moved > 1 {kp.grid_name} "
+            text += f"({kp.grid_px:.3g} {kp.units})"
+        flips = [f for k in stats for f in k.flips]
+        ambiguous = sum(f.ambiguous for f in flips)
+        if flips:
+            text += f"; {ambiguous} ambiguous flip(s) (the float32 file's own two peaks within the maps' difference)"
+            text += f", {len(flips) - ambiguous} to a clearly lower peak" if len(flips) > ambiguous else ""
+        if judged:
+            text += f"; {'PASS' if all(k.passed for k in stats) else 'FAIL'} at --px-tol {kp.px_tol:g}"
+            text += "".join(f"\n    {c.inputs}: {o.keypoints.summary()}" for c in cases for o in c.outputs
+                            if o.name == name and o.keypoints is not None and not o.keypoints.passed)  # fmt: skip
+        out.append((label, text))
+    return out
