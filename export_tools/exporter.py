@@ -226,7 +226,7 @@ def tag_kpx_nodes(model) -> int:
     optimiser or a tool) whose producers are all tagged, and constants, shape arithmetic and copies (``Identity``)
     whose consumers are all tagged. Nodes without a name get one (quantizers and TensorRT address nodes by name)."""
     nodes = list(model.graph.node)
-    _name_nodes(model)
+    name_nodes(model)
     for node in nodes:
         props = node_props(node)
         if KPX_OP_KEY in props:
@@ -300,7 +300,7 @@ def _innermost_class(props: Mapping[str, str]) -> str | None:
     return classes[-2] if isinstance(classes, list) and len(classes) >= 2 else None
 
 
-def _name_nodes(model) -> None:
+def name_nodes(model) -> None:
     """Names every unnamed node of the main graph (``kpx_node_N``), distinct from the names in use."""
     taken = {n.name for n in model.graph.node}
     count = 0

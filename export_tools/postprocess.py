@@ -59,7 +59,7 @@ def repair(model, *, opset: int | None = None, target: str | None = None):
     import onnx.version_converter
 
     from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
-    from export_tools.exporter import attach_functions
+    from export_tools.exporter import attach_functions, name_nodes
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model)
@@ -88,6 +88,7 @@ def repair(model, *, opset: int | None = None, target: str | None = None):
     for op_type in sorted({n.op_type for n in kpx_nodes(proto)}):
         get_op(op_type)  # a kpx node kpx does not know: KeyError naming the registered ops
     attach_functions(proto, target_opset)
+    name_nodes(proto)  # quantizers and TensorRT address nodes by name (ORT's quant_pre_process leaves some unnamed)
     restore_tags(model, proto)  # the conversion may drop node metadata (below IR 10 it must)
     onnx.checker.check_model(proto, full_check=True)
     if target is not None:
