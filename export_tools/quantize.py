@@ -244,8 +244,8 @@ def calibration_from_images(
     except ImportError:
         from export_tools.errors import RunnerUnavailableError
 
-        raise RunnerUnavailableError("reading calibration images needs OpenCV; fix: pip install "
-                                     "opencv-python-headless") from None  # fmt: skip
+        raise RunnerUnavailableError('reading calibration images needs OpenCV; fix: pip install "kpx[quantize]" '
+                                     "(opencv-python-headless)") from None  # fmt: skip
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -434,12 +434,15 @@ class _Reader:
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
     """ONNX Runtime's quantizer logs a pre-processing advice through the root logger at every call (kpx files need
-    none: BatchNormalization is folded at export) and warns from onnx; both are silenced."""
+    none: BatchNormalization is folded at export), prints its histogram progress (percentile, entropy) and warns from
+    onnx; all are silenced (kpx's results go to stdout)."""
+    import io
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

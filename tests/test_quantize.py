@@ -354,19 +354,22 @@ def test_every_node_after_the_network_carries_a_kpx_tag_at_every_opset_and_emit_
                 assert mapping == ["Mul"]  # the heatmap-to-pixel scale (PoseDecoder's own code)
 
 
-def test_tags_survive_kpx_simplify(tmp_path):
+def test_tags_survive_kpx_simplify_and_repair():
     pytest.importorskip("onnxslim")
-    from export_tools.postprocess import simplify, tagged_count
+    from export_tools.postprocess import repair, simplify, tagged_count
 
     net = int8_models.HeatmapNet().eval()
     pose = PoseDecoder(net, **int8_models.decoder_options(net)).eval()
     proto = to_onnx(pose, (torch.rand(2, 3, 64, 48),), emit="inline", input_names=["images"])
-    simplified, report = simplify(proto, "onnxslim")
+    simplified, report = simplify(proto, "onnxslim")  # onnxslim drops every node's metadata
     assert "kpx.op node tags" in report.repaired
     origins = node_origins(simplified)
     network = {n.name for n in simplified.graph.node if n.op_type in ("Conv", "Relu")}
     assert tagged_count(simplified) == len(simplified.graph.node) - len(network)
     assert not any(KPX_OP_KEY in origins.get(n, {}) for n in network)
+    function = to_onnx(pose, (torch.rand(2, 3, 64, 48),), input_names=["images"])
+    lowered = repair(function, opset=17)  # converted the kpx way, IR 9: the tags move into kpx.node_origins
+    assert lowered.ir_version < 10 and tagged_count(lowered) == tagged_count(function) == 2
 
 
 # --- inline files load without warnings -----------------------------------------------------------------------
