@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row(label, keypoints_ort(path, held_np), reference, correct))
     if not args.no_nncf:
         try:
-            rows += nncf_rows(files["inline"], samples, held_np, reference, correct, excluded.nodes)
+            rows += nncf_rows(files["inline"], samples, held_np, reference, correct, excluded.nncf_names())
         except ImportError as exc:
             print(f"(NNCF rows skipped: {exc})")
     stamp = datetime.date.today().isoformat()

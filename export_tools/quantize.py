@@ -67,10 +67,18 @@ class Exclusion:
     tagged: int
     heads: list[str] = field(default_factory=list)
     decoder_inputs: list[str] = field(default_factory=list)
+    #: graph outputs made by kept nodes: OpenVINO names an output's producer after the output (``keypoints``), so
+    #: NNCF on an OpenVINO model finds that node under this name, not its ONNX one
+    outputs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "nncf_ignored_scope": {"names": self.nodes},
+        return {**asdict(self), "nncf_ignored_scope": {"names": self.nncf_names(), "validate": False},
                 "trtexec": self.trtexec_flags()}  # fmt: skip
+
+    def nncf_names(self) -> list[str]:
+        """For ``nncf.IgnoredScope(names=..., validate=False)``: the nodes and the outputs they make (OpenVINO's
+        names for those nodes; it also folds a few nodes away, hence ``validate=False``)."""
+        return [*self.nodes, *(o for o in self.outputs if o not in self.nodes)]
 
     def trtexec_flags(self) -> str:
         """TensorRT's per-layer precision flags (``trtexec``; its ONNX parser names layers after the nodes)."""
@@ -88,8 +96,8 @@ class Exclusion:
             "# ONNX Runtime (onnxruntime.quantization.quantize_static)",
             f"nodes_to_exclude = {names}",
             "",
-            "# NNCF (nncf.quantize(..., ignored_scope=...))",
-            f"ignored_scope = nncf.IgnoredScope(names={names})",
+            "# NNCF (nncf.quantize(..., ignored_scope=...)): ONNX or OpenVINO models; OpenVINO renames or folds a few",
+            f"ignored_scope = nncf.IgnoredScope(names={json.dumps(self.nncf_names())}, validate=False)",
             "",
             "# TensorRT (trtexec; implicit INT8 calibration)",
             f"trtexec --onnx={path} {self.trtexec_flags()}",
@@ -126,7 +134,8 @@ def exclusion(model: Any) -> Exclusion:
             if node.name not in heads and node.name not in tagged:
                 heads.append(node.name)
     keep = tagged | set(heads)
-    return Exclusion([n.name for n in nodes if n.name in keep], len(tagged), heads, entering)
+    outputs = [v.name for v in model.graph.output if v.name in producer and producer[v.name].name in keep]
+    return Exclusion([n.name for n in nodes if n.name in keep], len(tagged), heads, entering, outputs)
 
 
 def _head(value: str, producer: Mapping[str, Any], constants: set[str], limit: int = 8) -> list[Any]:

@@ -167,3 +167,8 @@ def heatmap_net() -> HeatmapNet:
 def simcc_net() -> SimCCNet:
     """Model spec ``tests/int8_models.py:simcc_net`` (with ``--weights``): the tests' SimCC network."""
     return SimCCNet(keypoints=TEST_KEYPOINTS).eval()
+
+
+def heatmap_net17() -> HeatmapNet:
+    """Model spec ``tests/int8_models.py:heatmap_net17``: benchmarks/bench_int8.py's 17-keypoint heatmap network."""
+    return HeatmapNet().eval()

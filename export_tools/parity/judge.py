@@ -23,7 +23,14 @@ import torch
 
 from export_tools.errors import one_line
 from export_tools.parity.compare import OutputStats, compare_output, scale_tolerance_for, tolerance_for
-from export_tools.parity.keypoints import DEFAULT_PX_TOL, DecoderValues, KeypointOutput, grid_moves, judge_keypoints
+from export_tools.parity.keypoints import (
+    DEFAULT_PX_TOL,
+    DecoderValues,
+    KeypointOutput,
+    confident_keypoints,
+    grid_moves,
+    judge_keypoints,
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,17 @@ class Judge:
             scale = 0.0 if registry or name in self.overrides else scale_tolerance_for(dtype)
         return Tolerance(rtol, atol, scale)
 
+    def _confident(self, expected: Sequence[np.ndarray], keypoints: np.ndarray) -> tuple[np.ndarray, str] | None:
+        """The keypoints a quantized file is judged on: those the float reference scores at least ``min_score``."""
+        if not self.quantized or self.scores is None:
+            return None
+        shape = np.shape(keypoints)[:-1]
+        found = confident_keypoints(expected[self.names.index(self.scores)], shape, self.min_score)
+        if found is None:
+            return None
+        mask, threshold = found
+        return mask, f"{int(mask.sum())} confident keypoints (score >= {threshold:.3g})"
+
     def _float_rule(self, name: str, dtype: np.dtype) -> bool:
         """A float tolerance decides a keypoint output when the caller gave one for it, or when a one-op model's
         registry entry (the op's contract) covers its dtype; the pixel stats are then reported only."""
@@ -111,7 +129,8 @@ class Judge:
         *,
         always: bool = False,
     ) -> list[OutputStats]:
-        """Every output's stats and verdict; keypoint outputs judged in pixels."""
+        """Every output's stats and verdict; keypoint outputs judged in pixels (a quantized file's: its confident
+        keypoints, the float reference's score at least ``min_score``, decide; every keypoint is reported)."""
         stats = []
         for name, e, a in zip(self.names, expected, actual):
             out = self.compare(name, e, a)
@@ -119,7 +138,7 @@ class Judge:
             if output is not None and out.shape_equal:
                 probe = (lambda n=name: analyse(n)) if analyse is not None else None
                 kp = judge_keypoints(output, e, a, feeds, dims, px_tol=self.px_tol, allow_flips=self.allow_flips,
-                                     analyse=probe, always=always)  # fmt: skip
+                                     analyse=probe, always=always, only=self._confident(expected, e))  # fmt: skip
                 if kp is not None:
                     out.keypoints, out.max_abs_px = kp, kp.max_px
                     kp.decides = not self._float_rule(name, np.asarray(a).dtype)

@@ -186,6 +186,7 @@ class KeypointStats:
     confident: int | None = None
     confident_moved_grid: int | None = None
     noise_judged: bool = False  # flips judged against the decoder inputs' own difference (an ONNX reference)
+    judged_only: str | None = None  # the keypoints the verdict counts, when not all ("929 confident keypoints ...")
     detail: Any = field(default=None, repr=False, compare=False)  # KeypointDetail, for plots (not in as_dict)
 
     @property
@@ -210,8 +211,9 @@ class KeypointStats:
         if self.max_output_px is not None and self.output_units and self.output_units != self.units:
             shown += f" ({self.max_output_px:.3g} {self.output_units})"
         rounding = f" + {self.output_dtype} rounding" if self.output_dtype == "float16" else ""
+        counted = f" of the {self.judged_only}" if self.judged_only else ""
         head = (f"{self.count} keypoints, {shown}, p95 {self.p95_px:.3g}, median {self.median_px:.3g}; "
-                f"{self.moved} moved > {self.px_tol:g} {self.units}{rounding}")  # fmt: skip
+                f"{self.moved}{counted} moved > {self.px_tol:g} {self.units}{rounding}")  # fmt: skip
         if self.confident is not None and self.grid_px is not None:
             head += (f"; {self.confident_moved_grid} of {self.confident} confident (score >= {self.min_score:.3g}) "
                      f"moved > 1 {self.grid_name} ({self.grid_px:.3g} {self.units})")  # fmt: skip
@@ -282,12 +284,15 @@ def judge_keypoints(
     allow_flips: float = 0.0,
     analyse: Callable[[], DecoderValues | str] | None = None,
     always: bool = False,
+    only: tuple[np.ndarray, str] | None = None,
 ) -> KeypointStats | None:
     """Judges one keypoint output in pixels (see the module doc); ``None`` when it cannot be read in pixels.
 
     ``analyse()`` is called when some keypoint moved more than ``px_tol`` (or ``always``, for a plot): the decoder
     inputs on both sides (:class:`DecoderValues`), or why they cannot be had (a string). The stats keep the
-    displacements and the decoder values for plotting (``stats.detail``, not part of the report)."""
+    displacements and the decoder values for plotting (``stats.detail``, not part of the report). ``only``: a mask
+    of the keypoints the verdict counts (``(rows, K)``, and what they are: the confident keypoints of a quantized
+    file); the statistics still cover every keypoint."""
     e = np.asarray(expected, np.float64)
     a = np.asarray(actual, np.float64)
     if e.shape != a.shape or e.ndim < 2 or e.shape[-1] != 2:
@@ -304,16 +309,21 @@ def judge_keypoints(
     shown = np.sqrt((delta**2).sum(-1))
     allowed = px_tol + _rounding(np.asarray(actual).dtype, e3, per_px)  # what the output dtype cannot resolve
     values = judged[finite]
+    decisive = judged > allowed
+    if only is not None and np.size(only[0]) == decisive.size:
+        decisive &= np.asarray(only[0], bool).reshape(decisive.shape)
     stats = KeypointStats(
         units=output.judged_units, count=int(finite.sum()), max_px=float(values.max()) if values.size else 0.0,
         p95_px=float(np.percentile(values, 95)) if values.size else 0.0,
         median_px=float(np.median(values)) if values.size else 0.0, px_tol=float(px_tol),
-        moved=int((judged > allowed).sum()), allow_flips=float(allow_flips),
+        moved=int(decisive.sum()), allow_flips=float(allow_flips),
         max_output_px=float(shown[finite].max()) if values.size else 0.0,
         output_units={"frame": "frame px"}.get(output.space), nan_pattern_equal=nan_equal,
         output_dtype=str(np.asarray(actual).dtype),
     )  # fmt: skip
     stats.detail = KeypointDetail(judged, finite, None, e3, a3, allowed)
+    if only is not None and np.size(only[0]) == decisive.size:
+        stats.judged_only = only[1]
     if not stats.moved and not always:
         return stats
     found = analyse() if analyse is not None else "the file's decoder inputs were not found"
@@ -322,7 +332,7 @@ def judge_keypoints(
         return stats
     stats.detail.decoder = found
     try:
-        _classify(stats, found, judged, a3, per_px, allowed)
+        _classify(stats, found, judged, a3, per_px, allowed, decisive)
     except ValueError as exc:  # decoder inputs whose rows are not the keypoints' rows
         stats.flips, stats.drift, stats.departures = [], 0, 0
         stats.analysis = f"the decoder inputs do not align with the keypoints ({exc})" if stats.moved else None
@@ -337,17 +347,29 @@ def grid_moves(stats: KeypointStats, scores: np.ndarray | None, grid_px: float |
     detail = stats.detail
     if detail is None or scores is None or grid_px is None:
         return
-    s = np.asarray(scores, np.float64)
-    if s.size != detail.judged.size:
+    found = confident_keypoints(scores, detail.judged.shape, min_score)
+    if found is None:
         return
-    s = s.reshape(detail.judged.shape)
-    finite = np.isfinite(s)
-    if min_score is None:
-        min_score = 0.5 * float(s[finite].max()) if finite.any() else 0.0
-    confident = finite & (s >= min_score) & detail.finite
+    mask, min_score = found
+    confident = mask & detail.finite
     stats.grid_px, stats.grid_name, stats.min_score = float(grid_px), grid_name, float(min_score)
     stats.confident = int(confident.sum())
     stats.confident_moved_grid = int((detail.judged[confident] > grid_px).sum())
+
+
+def confident_keypoints(
+    scores: np.ndarray, shape: tuple[int, ...], min_score: float | None = None
+) -> tuple[np.ndarray, float] | None:
+    """``(mask, threshold)``: the keypoints whose reference score is at least ``min_score`` (default: half the largest
+    finite score), as a ``shape`` mask; ``None`` when the scores do not hold one per keypoint."""
+    s = np.asarray(scores, np.float64)
+    if s.size != int(np.prod(shape)):
+        return None
+    s = s.reshape(shape)
+    finite = np.isfinite(s)
+    if min_score is None:
+        min_score = 0.5 * float(s[finite].max()) if finite.any() else 0.0
+    return finite & (s >= min_score), float(min_score)
 
 
 @dataclass
@@ -365,7 +387,7 @@ class KeypointDetail:
 
 def _classify(
     stats: KeypointStats, values: DecoderValues, judged: np.ndarray, actual: np.ndarray, per_px: np.ndarray,
-    allowed: np.ndarray,
+    allowed: np.ndarray, decisive: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     stats.decoder, stats.decoder_dtype = values.error, values.dtype
     stats.noise_judged = values.noise is not None
@@ -382,7 +404,7 @@ def _classify(
         out = np.asarray(values.runtime_output, np.float64).reshape(actual.shape)
         own = np.sqrt((((out - cf) / per_px[:, None, :]) ** 2).sum(-1))
     resolution = np.finfo(np.dtype(values.dtype)).eps if np.dtype(values.dtype).kind == "f" else 0.0
-    for n, j in zip(*np.nonzero(judged > allowed)):
+    for n, j in zip(*np.nonzero(judged > allowed if decisive is None else decisive)):
         if own is not None and (not np.isfinite(own[n, j]) or own[n, j] > allowed[n, j]):
             stats.departures += 1
             stats.departure_kind = stats.departure_kind or "decoding"
@@ -501,6 +523,7 @@ __all__ = [
     "KeypointOutput",
     "KeypointStats",
     "box_pixels_per_input_pixel",
+    "confident_keypoints",
     "grid_moves",
     "judge_keypoints",
 ]
