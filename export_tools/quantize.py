@@ -168,9 +168,9 @@ def _float_values(model: Any) -> set[str]:
     return {o for n in model.graph.node for o in n.output if typed.get(o, TensorProto.FLOAT) in kinds}
 
 
-def check_quantizable(model: Any) -> None:
+def check_quantizable(model: Any) -> Exclusion:
     """Refuses (:class:`UsageError`, with the fix) what ``kpx quantize`` cannot do: a float16/bfloat16 file, a file
-    already quantized, a file without kpx tags (see :func:`exclusion`)."""
+    already quantized, a file without kpx tags; returns the :func:`exclusion` of a file it can quantize."""
     from onnx import TensorProto
 
     graph = model.graph
@@ -184,7 +184,7 @@ def check_quantizable(model: Any) -> None:
     if quantized:
         raise UsageError(f"this file is already quantized ({', '.join(quantized)} nodes); quantize the float32 "
                          "export it came from")  # fmt: skip
-    exclusion(model)
+    return exclusion(model)
 
 
 # --- calibration data ---------------------------------------------------------------------------------------
@@ -390,8 +390,7 @@ def quantize(
         raise UsageError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if not calibration:
         raise UsageError("calibration is empty; give at least one sample (32 to a few hundred images is usual)")
-    check_quantizable(model)
-    excluded = exclusion(model)
+    excluded = check_quantizable(model)
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}  # fmt: skip
     work = onnx.ModelProto()
