@@ -264,6 +264,9 @@ def calibration_from_images(
     kinds = read(model, INPUTS_KEY)
     recorded = read(model, SHAPES_KEY)
     frames = next((n for n, _, _ in specs if kinds.get(n, {}).get("kind") == "frames"), None)
+    if frames is not None and (mean is not None or std is not None):
+        raise UsageError("this file crops the frames and normalises its crops itself (its kpx.pose); drop "
+                         "--normalize/--mean/--std")  # fmt: skip
     if frames is None and (mean is None or std is None):
         raise UsageError("this file takes the network's input, and does not record how images were normalised for "
                          "it: give --normalize imagenet|unit|none (or --mean and --std), as the network was "

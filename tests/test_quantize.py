@@ -201,6 +201,11 @@ def test_check_against_the_float32_file_in_keypoint_terms(capsys, trained, data)
     assert float(found.group(1)) == pytest.approx(np.percentile(moved, 95), rel=1e-2, abs=1e-4)
     code, out, _ = kpx(capsys, "check", int8, "--reference", fp32, "--inputs", held, "--px-tol", "0.01")
     assert code == 1 and ("drift" in out or "ambiguous" in out)
+    # against the PyTorch network (the file's decoder rebuilt around it): judged the same way
+    code, out, err = kpx(capsys, "check", int8, "--reference", f"{MODELS}:heatmap_net", "--weights",
+                         trained["heatmap"]["weights"], "--inputs", held, "--px-tol", "5",
+                         "--allow-flips", "0.1")  # fmt: skip
+    assert code == 0 and " torch " in out and "confident keypoints" in out, out + err
 
 
 # --- calibration data -----------------------------------------------------------------------------------------
@@ -222,6 +227,27 @@ def test_a_folder_of_images_calibrates(capsys, trained, data):
     assert "images in images (16)" in err
     moved = displacement(fp32, int8, data["held_out"])
     assert np.median(moved) <= MEDIAN_PX and np.percentile(moved, 95) <= P95_PX
+
+
+def test_a_file_that_crops_calibrates_on_whole_frames(capsys, tmp_path):
+    """A --crop file takes frames and boxes: each image is a frame, boxed whole; the file crops and normalises."""
+    cv2 = pytest.importorskip("cv2")
+    net = int8_models.HeatmapNet().eval()  # untrained: the plumbing is tested here
+    pose = PoseDecoder(net, **int8_models.decoder_options(net), boxes="xyxy", crop=True, normalize="imagenet").eval()
+    path = tmp_path / "crop.onnx"
+    onnx.save(to_onnx(pose, pose.example_inputs(), input_names=pose.input_names,
+                      dynamic_shapes=(tuple(pose.dynamic_dims()),)), str(path))  # fmt: skip
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 256, (90 + 10 * i, 120, 3), dtype=np.uint8))
+    code, out, err = kpx(capsys, "quantize", path, "-o", tmp_path / "q.onnx", "--calibration", folder)
+    assert code == 0, err
+    assert "images in frames (3)" in err and "3 calibration inputs" in out
+    code, _, err = kpx(capsys, "quantize", path, "-o", tmp_path / "q2.onnx", "--calibration", folder, "--normalize",
+                       "unit")  # fmt: skip
+    assert code == 2 and "normalises its crops itself" in err  # the option would be ignored: refused
 
 
 def test_generated_calibration_warns_that_it_is_a_smoke_test(capsys, tmp_path):

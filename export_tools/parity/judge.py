@@ -73,13 +73,15 @@ class Judge:
         for name, per_unit in _checked_pixels(pixels_per_unit, self.names).items():
             self.keypoints[name] = KeypointOutput(name, space="px", per_unit=per_unit)
         #: confident keypoints moved by more than one grid step (quantized files): the scores output and the step
+        #: a quantized file (INT8 QDQ) against its float reference (an ONNX file or the PyTorch model): its confident
+        #: keypoints decide, flips are judged against the maps' own difference, and its other float outputs (scores)
+        #: differ by design: reported, and judged only where the caller gave a tolerance
+        self.quantized = any(n.op_type == "DequantizeLinear" for n in proto.graph.node)
         self.min_score = None if min_score is None else _fraction(min_score, "min_score", upper=math.inf)
-        self.grid = grid_step(proto) if grid_stats or min_score is not None else None
+        wanted = grid_stats or self.quantized or min_score is not None
+        self.grid = grid_step(proto) if wanted else None
         scores = [n for n, info in described.items() if isinstance(info, dict) and info.get("kind") == "scores"]
         self.scores = next((n for n in (*scores, "scores") if n in self.names), None)
-        #: a quantized file against its float reference: other float outputs (scores) differ by design; they are
-        #: reported, and judged only where the caller gave a tolerance
-        self.quantized = grid_stats and any(n.op_type == "DequantizeLinear" for n in proto.graph.node)
 
     def tolerance(self, name: str, dtype: np.dtype) -> Tolerance:
         """The caller's ``(rtol, atol)`` for ``name`` (a ``None`` takes the default), else a one-op model's registry
@@ -251,6 +253,8 @@ class DecoderProbe:
             if ref is None:
                 return "the decoder inputs of PyTorch and of the file do not pair by shape"
             extra = _follow(reference, torch_feeds, seen, index, outs[index])
+            if self.judge.quantized:  # the network is quantized: its maps differ by design
+                extra["noise"] = _difference(ref, runtime)
             if dtype.kind == "f" and dtype.itemsize >= 4:  # see the class doc: not for float16
                 replaced = reference.decoder_call(torch_feeds, inputs=_in_order(runtime, seen[0]))
                 if not isinstance(replaced, str):
