@@ -39,7 +39,7 @@ from custom_ops.registry import (
 from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
 from export_tools.errors import ExportError, OpsetConversionError, strip_ansi
 from export_tools.filemeta import name_outputs, record
-from export_tools.files import write_atomic
+from export_tools.files import write_model
 from export_tools.graph import (
     KPX_OP_KEY,
     NODE_ORIGINS_KEY,
@@ -47,9 +47,8 @@ from export_tools.graph import (
     compact_origins,
     default_opset,
     kpx_nodes,
-    node_props,
-    set_metadata,
-    set_node_props,
+    props,
+    set_props,
 )
 from export_tools.models import eval_mode
 from export_tools.traps import check_heatmap_sizes, check_materialised, unwrap_model
@@ -82,7 +81,7 @@ def attach_functions(model, opset: int) -> None:
     if used and DOMAIN not in imports:
         model.opset_import.add(domain=DOMAIN, version=DOMAIN_VERSION)
     ops = {op_type: get_op(op_type).version for op_type in used}
-    set_metadata(model, {"kpx.version": __version__, "kpx.domain": f"{DOMAIN}:{DOMAIN_VERSION}",
+    set_props(model, {"kpx.version": __version__, "kpx.domain": f"{DOMAIN}:{DOMAIN_VERSION}",
                           "kpx.ops": json.dumps(ops, sort_keys=True)})  # fmt: skip
 
 
@@ -97,17 +96,43 @@ def inline_functions(model):
 
     inlined = onnx.inliner.inline_local_functions(model)
     tag_inlined_nodes(model, inlined)
-    calls = {o: node_props(n) for n in inlined.graph.node if KPX_OP_KEY in node_props(n) for o in n.output}
+    calls = {o: props(n) for n in inlined.graph.node if KPX_OP_KEY in props(n) for o in n.output}
+    named = {n.name: props(n) for n in inlined.graph.node if n.name and KPX_OP_KEY in props(n)}
     outputs = {o for n in model.graph.node if n.domain == DOMAIN for o in n.output}
     inlined = onnxscript.optimizer.optimize(inlined)
-    _retag_rewritten_nodes(inlined, {o: props for o, props in calls.items() if o in outputs})
+    _retag_rewritten_nodes(inlined, calls, outputs, named)
     del inlined.functions[:]
     keep = [o for o in inlined.opset_import if o.domain != DOMAIN]
     del inlined.opset_import[:]
     inlined.opset_import.extend(keep)
     if kpx_nodes(inlined):
         raise ExportError("inlining left kpx nodes behind; this is a kpx bug, please report it")
+    drop_unused_initializers(inlined)
     return inlined
+
+
+def drop_unused_initializers(model) -> list[str]:
+    """Removes initializers that no node reads (the optimizer folds the constants of the inlined bodies and leaves
+    their initializers behind: ONNX Runtime warns ``Removing initializer 'k__1'. It is not used by any node`` at
+    every load). Graph outputs and inputs are kept; returns the names removed."""
+    from export_tools.graph import iter_nodes
+
+    used = {name for node in iter_nodes(model.graph) for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    dead = [t.name for t in model.graph.initializer if t.name not in used]
+    if not dead:
+        return []
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    gone = set(dead)
+    inputs = [v for v in model.graph.input if v.name not in gone]  # IR < 4 lists initializers as inputs too
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    infos = [v for v in model.graph.value_info if v.name not in gone]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(infos)
+    return dead
 
 
 def tag_inlined_nodes(model, inlined) -> None:
@@ -151,34 +176,152 @@ def tag_inlined_nodes(model, inlined) -> None:
     for i in fresh:
         call = owner.get(root(i), last)
         last = call
-        props = {k: v for k, v in node_props(call).items() if k in TORCH_ORIGIN_KEYS or k == "namespace"}
-        props[KPX_OP_KEY] = json.dumps({"op_type": call.op_type, "node": call.name})
-        set_node_props(inlined.graph.node[i], props)
+        tags = {k: v for k, v in props(call).items() if k in TORCH_ORIGIN_KEYS or k == "namespace"}
+        tags[KPX_OP_KEY] = json.dumps({"op_type": call.op_type, "node": call.name})
+        set_props(inlined.graph.node[i], tags)
 
 
-def _retag_rewritten_nodes(model, calls: Mapping[str, dict[str, str]]) -> None:
-    """Nodes the optimizer wrote in place of inlined kpx nodes (a fused ``Softmax``, a final ``Cast``) have no
-    metadata. One that produces a kpx call's output (``calls``: ``{output: the call's tags}``) gets that call's
-    tags; then, in graph order, one whose tagged producers all belong to one call gets its tags."""
+def _retag_rewritten_nodes(
+    model, calls: Mapping[str, dict[str, str]], outputs: set[str] | None = None,
+    named: Mapping[str, dict[str, str]] | None = None,
+) -> None:  # fmt: skip
+    """Nodes the optimizer wrote in place of inlined kpx nodes (a fused ``Softmax``, a final ``Cast``, a folded
+    step, the body of a nested call it inlined) have no metadata. One that produces a value an inlined node
+    produced (``calls``: ``{value: that node's tags}``; a kpx call's output first, ``outputs``) gets those tags; one
+    named after a tagged node it was inlined from (``named``: ``{node name: tags}``; ``n18__1_n34__1`` from
+    ``n18__1``) gets that node's; then, in graph order, one whose tagged producers all belong to one call gets its
+    tags."""
     nodes = list(model.graph.node)
+    named = named or {}
     for node in nodes:
         if not len(node.metadata_props):
-            owner = next((calls[o] for o in node.output if o in calls), None)
-            if owner is not None:
-                set_node_props(node, owner)
+            produced = sorted((o for o in node.output if o in calls), key=lambda o: o not in (outputs or ()))
+            if produced:
+                set_props(node, calls[produced[0]])
+                continue
+            parent = max((n for n in named if node.name.startswith(n + "_")), key=len, default=None)
+            if parent is not None:
+                set_props(node, named[parent])
     producer = {o: n for n in nodes for o in n.output if o}
     for node in nodes:
         if len(node.metadata_props):
             continue
-        before = [node_props(producer[i]) for i in node.input if i in producer]
+        before = [props(producer[i]) for i in node.input if i in producer]
         tags = {p.get(KPX_OP_KEY) for p in before if len(p)}
         if len(tags) == 1 and None not in tags:
-            set_node_props(node, next(p for p in before if p.get(KPX_OP_KEY)))
+            set_props(node, next(p for p in before if p.get(KPX_OP_KEY)))
+
+
+#: the class whose own code (not its children's) kpx adds around a network: the heatmap-to-pixel scaling, casts
+POSE_DECODER_CLASS = "export_tools.decoding.PoseDecoder"
+#: ops that read only the shape of their input: a node made of these and constants is shape arithmetic
+_SHAPE_OPS = ("Shape", "Size")
+
+
+def kpx_tag(op_type: str, node: str) -> str:
+    """The ``kpx.op`` tag: JSON ``{"op_type", "node"}``, the kpx op (or ``PoseDecoder``) and the call it is part of."""
+    return json.dumps({"op_type": op_type, "node": node})
+
+
+def tag_kpx_nodes(model) -> int:
+    """Gives every node kpx added a ``kpx.op`` tag (see :data:`KPX_OP_KEY`); returns how many nodes carry one.
+
+    Tagged: ``kpx`` nodes (function files); the nodes inlined from their bodies (:func:`tag_inlined_nodes`);
+    the nodes of :class:`~export_tools.decoding.PoseDecoder`'s own code (``op_type`` ``"PoseDecoder"``: the
+    heatmap-to-pixel ``Mul``, casts); then, until nothing changes, nodes without a torch origin (written by an
+    optimiser or a tool) whose producers are all tagged, and constants, shape arithmetic and copies (``Identity``)
+    whose consumers are all tagged. Nodes without a name get one (quantizers and TensorRT address nodes by name)."""
+    nodes = list(model.graph.node)
+    name_nodes(model)
+    for node in nodes:
+        tags = props(node)
+        if KPX_OP_KEY in tags:
+            continue
+        if node.domain == DOMAIN:
+            set_props(node, {KPX_OP_KEY: kpx_tag(node.op_type, node.name)})
+        elif _innermost_class(tags) == POSE_DECODER_CLASS:
+            set_props(node, {KPX_OP_KEY: kpx_tag("PoseDecoder", node.name)})
+    propagate_tags(model)
+    return sum(KPX_OP_KEY in props(n) for n in model.graph.node)
+
+
+def propagate_tags(model, frozen: set[str] | frozenset[str] = frozenset()) -> None:
+    """The fixpoint of :func:`tag_kpx_nodes`' neighbour rules over the main graph (tags already set are kept;
+    nodes named in ``frozen`` stay untagged: a tool's output whose nodes were known untagged before)."""
+    nodes = list(model.graph.node)
+    constants = {t.name for t in model.graph.initializer}
+    producer = {o: n for n in nodes for o in n.output if o}
+    consumers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    data_free: set[int] = set()
+    for node in nodes:  # topological order: a producer's status is known first
+        ins = [i for i in node.input if i]
+        if node.op_type in _SHAPE_OPS or all(i in constants or (i in producer and id(producer[i]) in data_free)
+                                             for i in ins):  # fmt: skip
+            data_free.add(id(node))
+    tags = {id(n): props(n) for n in nodes}
+    changed = True
+    while changed:
+        changed = False
+        for node in nodes:
+            if KPX_OP_KEY in tags[id(node)] or node.name in frozen:
+                continue
+            torch_origin = TORCH_ORIGIN_KEYS[0] in tags[id(node)]
+            before = [producer[i] for i in node.input if i in producer]
+            after = [c for o in node.output if o for c in consumers.get(o, [])]
+            source = None
+            if not torch_origin and before and all(KPX_OP_KEY in tags[id(p)] for p in before):
+                source = before[0]
+            elif (
+                (id(node) in data_free or (not torch_origin and node.op_type == "Identity"))
+                and after
+                and not (set(node.output) & outputs)
+                and all(KPX_OP_KEY in tags[id(c)] for c in after)
+            ):
+                source = after[0]
+            if source is not None:
+                inherited = {k: v for k, v in tags[id(source)].items() if k in TORCH_ORIGIN_KEYS or k == KPX_OP_KEY}
+                if torch_origin:  # a node of torch's own (a constant): keep its origin, add the tag
+                    inherited = {KPX_OP_KEY: tags[id(source)][KPX_OP_KEY]}
+                set_props(node, inherited)
+                tags[id(node)] = props(node)
+                changed = True
+
+
+def _innermost_class(props: Mapping[str, str]) -> str | None:
+    """The innermost module class of a node's torch origin (the class hierarchy's last module, before the op)."""
+    text = props.get(TORCH_ORIGIN_KEYS[1])
+    if not text:
+        return None
+    try:
+        import ast
+
+        classes = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return classes[-2] if isinstance(classes, list) and len(classes) >= 2 else None
+
+
+def name_nodes(model) -> None:
+    """Names every unnamed node of the main graph (``kpx_node_N``), distinct from the names in use."""
+    taken = {n.name for n in model.graph.node}
+    count = 0
+    for node in model.graph.node:
+        if node.name:
+            continue
+        while f"kpx_node_{count}" in taken:
+            count += 1
+        node.name = f"kpx_node_{count}"
+        taken.add(node.name)
 
 
 def _copy_lowered_origins(raw, lowered) -> None:
     """Nodes that the opset lowering wrote in place of one node (named after it) get that node's origin metadata."""
-    origins = {n.name: node_props(n) for n in raw.graph.node if n.name and len(n.metadata_props)}
+    origins = {n.name: props(n) for n in raw.graph.node if n.name and len(n.metadata_props)}
     if not origins:
         return
     for node in lowered.graph.node:
@@ -186,7 +329,7 @@ def _copy_lowered_origins(raw, lowered) -> None:
             continue
         source = max((name for name in origins if node.name.startswith(name)), key=len, default=None)
         if source is not None:
-            set_node_props(node, origins[source])
+            set_props(node, origins[source])
 
 
 def _cast_args(args: tuple, dtype: torch.dtype | None) -> tuple:
@@ -240,6 +383,11 @@ def check_export_args(
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple of example inputs (or one tensor); got {type(args).__name__}")
     tensors = [t for t in _leaves(args) if isinstance(t, torch.Tensor)]
+    for where, value in _leaves_with_paths(args, "args"):
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"{where} is {type(value).__name__} ({value!r:.40}); example inputs must be tensors (or "
+                            "tuples/lists/dicts of tensors): pass torch.tensor(...) for a value the file takes as an "
+                            "input, or make it an argument of the model's constructor")  # fmt: skip
     for arg, names in (("input_names", input_names), ("output_names", output_names)):
         if names is None:
             continue
@@ -269,6 +417,17 @@ def check_export_args(
                                      f"at {first[1]}, {size} at {where}[{dim}]); one name is one size: rename one "
                                      "or give the example inputs equal sizes")  # fmt: skip
     return model, args
+
+
+def _leaves_with_paths(value: Any, where: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            yield from _leaves_with_paths(v, f"{where}[{i}]")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves_with_paths(v, f"{where}[{k!r}]")
+    else:
+        yield where, value
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -361,6 +520,7 @@ def trace(
         model = copy.deepcopy(model).to(dtype)  # never convert the caller's model in place
     args = _cast_args(args, dtype)
     dynamic_shapes = _varargs_dynamic_shapes(model, args, dynamic_shapes)
+    _forward_check(model, args)
     try:
         with eval_mode(model), _quiet_exporter() as log, kpx_export():
             program = torch.onnx.export(
@@ -379,6 +539,27 @@ def trace(
                          f"{len(proto.graph.output)} outputs; give one name per output")  # fmt: skip
     record(proto, model, args)
     return proto
+
+
+def _forward_check(model: torch.nn.Module, args: tuple) -> None:
+    """Runs the model once eagerly on ``args``: a model that rejects its own example inputs (an integer tensor where
+    it takes floats, a wrong shape) is a ``ValueError`` naming the inputs and the model's own message, instead of
+    torch.export's pages."""
+    from export_tools.errors import root_cause
+
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(*args)
+    except Exception as exc:
+        given = ", ".join(f"args[{i}]: {_describe(a)}" for i, a in enumerate(args))
+        raise ValueError(f"the model fails on its example inputs ({given}): {type(exc).__name__}: "
+                         f"{root_cause(exc, 300)}; give example inputs the model accepts (dtype and shape)") from exc
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def _out_spec(program: Any) -> Any:
@@ -428,11 +609,12 @@ def finalize(raw, *, opset: int, emit: str = "function"):
     attach_functions(proto, opset)
     if emit == "inline":
         proto = inline_functions(proto)
+    tag_kpx_nodes(proto)
     if opset < EXPORT_OPSET:
         origins = compact_origins(proto)
         lower_ir_version(proto)  # IR 8 (inline) or 9 (function defaults), readable by older runtimes
         if origins and proto.ir_version < 10:  # nodes hold no metadata below IR 10: parity reads it from here
-            set_metadata(proto, {NODE_ORIGINS_KEY: json.dumps(origins, separators=(",", ":"))})
+            set_props(proto, {NODE_ORIGINS_KEY: json.dumps(origins, separators=(",", ":"))})
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -443,19 +625,6 @@ def finalize(raw, *, opset: int, emit: str = "function"):
                     "(bfloat16 works where every op takes it, e.g. the kpx ops on their own)")  # fmt: skip
         raise ExportError(f"the exported graph fails the ONNX checker: {text}{hint}") from exc
     return proto
-
-
-def save_atomic(proto, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Writes ``proto`` to ``path`` atomically (:func:`export_tools.files.write_atomic`), checked on disk.
-
-    A failure, or a kill mid-write, leaves neither a partial file nor a damaged existing file behind.
-    """
-    import onnx
-
-    if proto.ByteSize() >= 2**31:
-        raise ExportError("model is >= 2 GiB; kpx does not yet write external data for such models")
-    return write_atomic(path, proto.SerializeToString(), overwrite=overwrite,
-                        validate=lambda tmp: onnx.checker.check_model(tmp, full_check=True))  # fmt: skip
 
 
 def export(
@@ -500,5 +669,5 @@ def export(
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI: --force) to replace it")
     proto = to_onnx(model, args, opset=opset, dynamic_shapes=dynamic_shapes, emit=emit, dtype=dtype,
                     input_names=input_names, output_names=output_names)  # fmt: skip
-    save_atomic(proto, path, overwrite=overwrite)
+    write_model(proto, path, overwrite=overwrite)
     return proto

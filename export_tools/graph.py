@@ -82,11 +82,6 @@ def set_props(holder, values: dict[str, str]) -> None:
         holder.metadata_props.add(key=key, value=value)
 
 
-#: the former names of :func:`props` and :func:`set_props` (one function each; exporter.py still uses them)
-metadata = node_props = props
-set_metadata = set_node_props = set_props
-
-
 def promote_to_float64(model):
     """A copy of an (inlined) ``ModelProto`` that computes every float value in float64.
 
@@ -157,14 +152,14 @@ def node_origins(model) -> dict[str, dict[str, str]]:
     import json
 
     out: dict[str, dict[str, str]] = {}
-    stored = metadata(model).get(NODE_ORIGINS_KEY)
+    stored = props(model).get(NODE_ORIGINS_KEY)
     if stored:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             out.update({k: dict(v) for k, v in json.loads(stored).items() if isinstance(v, dict)})
     for node in model.graph.node:
-        props = {k: v for k, v in node_props(node).items() if k in TORCH_ORIGIN_KEYS or k == KPX_OP_KEY}
-        if props:
-            out[node.name] = props
+        tags = {k: v for k, v in props(node).items() if k in TORCH_ORIGIN_KEYS or k == KPX_OP_KEY}
+        if tags:
+            out[node.name] = tags
     return out
 
 
@@ -173,16 +168,16 @@ def compact_origins(model, max_frames: int = 3) -> dict[str, dict[str, str]]:
     kpx op, and the last ``max_frames`` frames of the stack trace that are not in torch itself."""
     out = {}
     for node in model.graph.node:
-        props = {k: v for k, v in node_props(node).items() if k in _ORIGIN_KEYS}
-        if not props:
+        tags = {k: v for k, v in props(node).items() if k in _ORIGIN_KEYS}
+        if not tags:
             continue
-        trace = props.get(TORCH_ORIGIN_KEYS[3])
+        trace = tags.get(TORCH_ORIGIN_KEYS[3])
         if trace:
             frames = [f for f in split_stack_trace(trace) if not is_library_frame(f[0], torch_only=True)]
-            props[TORCH_ORIGIN_KEYS[3]] = "\n".join(
+            tags[TORCH_ORIGIN_KEYS[3]] = "\n".join(
                 f'  File "{p}", line {n}, in {f}\n    {c}' for p, n, f, c in frames[-max_frames:]
             )
-        out[node.name] = props
+        out[node.name] = tags
     return out
 
 

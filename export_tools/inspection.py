@@ -74,9 +74,11 @@ def inspect_model(model) -> dict[str, Any]:
                          "has no export sizes for its shape profiles", "kpx repair FILE -o FIXED.onnx restores "
                          "kpx.version/kpx.ops; give the sizes with --profile NAME=MIN:OPT:MAX"))  # fmt: skip
     from export_tools.filemeta import OUTPUTS_KEY, POSE_KEY, read
+    from export_tools.quantize import QUANTIZATION_KEY
 
     return {
         "pose": read(model, POSE_KEY) or None,
+        "quantization": read(model, QUANTIZATION_KEY) or None,
         "keypoint_outputs": {k: v for k, v in read(model, OUTPUTS_KEY).items() if v.get("kind") == "keypoints"},
         "problems": problems,
         "ir_version": model.ir_version,
@@ -127,6 +129,11 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"  inlined into standard ONNX: {', '.join(kpx['exported_ops'])}")
     if info.get("pose"):
         lines.append(f"decode: {pose_text(info['pose'])}")
+    quantized = info.get("quantization")
+    if quantized:
+        lines.append(f"quantized: {quantized.get('format')} by {quantized.get('tool')}, weights "
+                     f"{quantized.get('weights')}, activations {quantized.get('activations')}, calibration "
+                     f"{quantized.get('calibration')}; {quantized.get('float_nodes')} node(s) kept float")  # fmt: skip
     for name, out in info.get("keypoint_outputs", {}).items():
         lines.append(f"keypoints: {name} in {out.get('space', 'input')} pixels"
                      + (" (normalized coordinates)" if out.get("units") == "normalized" else ""))  # fmt: skip

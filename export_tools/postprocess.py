@@ -15,6 +15,8 @@ refuses the result unless ONNX Runtime computes the same outputs as before.
 
 from __future__ import annotations
 
+import json
+import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +27,16 @@ import numpy as np
 
 from custom_ops.registry import DOMAIN, check_opset, get_op
 from export_tools.errors import ExportError, OpsetConversionError, VerificationError
-from export_tools.graph import default_opset, kpx_nodes, props, set_props
+from export_tools.graph import (
+    KPX_OP_KEY,
+    NODE_ORIGINS_KEY,
+    compact_origins,
+    default_opset,
+    kpx_nodes,
+    node_origins,
+    props,
+    set_props,
+)
 
 SIMPLIFIERS = ("onnxslim", "onnxsim")
 #: outputs of a simplified file may differ from the original's by this much ((rtol, atol) by dtype): constant
@@ -46,7 +57,7 @@ def repair(model, *, opset: int | None = None, target: str | None = None):
     import onnx.version_converter
 
     from export_tools.downgrade import EXPORT_OPSET, downgrade, lower_ir_version
-    from export_tools.exporter import attach_functions
+    from export_tools.exporter import attach_functions, name_nodes
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model)
@@ -75,6 +86,8 @@ def repair(model, *, opset: int | None = None, target: str | None = None):
     for op_type in sorted({n.op_type for n in kpx_nodes(proto)}):
         get_op(op_type)  # a kpx node kpx does not know: KeyError naming the registered ops
     attach_functions(proto, target_opset)
+    name_nodes(proto)  # quantizers and TensorRT address nodes by name (ORT's quant_pre_process leaves some unnamed)
+    restore_tags(model, proto)  # the conversion may drop node metadata (below IR 10 it must)
     onnx.checker.check_model(proto, full_check=True)
     if target is not None:
         from export_tools.lowering import lower_for_target
@@ -156,8 +169,14 @@ def simplify(model, tool: str, sets: Mapping[str, Sequence[np.ndarray]] | None =
     return simplified, report
 
 
+def restore_from(original, transformed) -> list[str]:
+    """Puts back in ``transformed`` what a tool dropped from the kpx file ``original``: function bodies (authored at
+    the file's opset), ``kpx.*`` metadata and ``kpx.op`` node tags (:func:`restore_tags`); returns what it restored."""
+    return _restore(original, transformed)
+
+
 def _restore(original, simplified) -> list[str]:
-    """Puts back what a tool dropped from a kpx file: bodies (authored at the file's opset), metadata."""
+    """Puts back what a tool dropped from a kpx file: bodies (authored at the file's opset), metadata, node tags."""
     repaired = []
     bodies = {(f.domain, f.name) for f in simplified.functions}
     if any((DOMAIN, n.op_type) not in bodies for n in kpx_nodes(simplified)):
@@ -166,10 +185,68 @@ def _restore(original, simplified) -> list[str]:
         simplified.functions.extend(fixed.functions)
         repaired.append("function bodies")
     lost = {k: v for k, v in props(original).items() if k.startswith("kpx.") and k not in props(simplified)}
+    lost.pop(NODE_ORIGINS_KEY, None)  # node names may have changed: restore_tags rewrites it
     if lost:
         set_props(simplified, lost)
         repaired.append("metadata " + ", ".join(sorted(lost)))
+    if restore_tags(original, simplified):
+        repaired.append("kpx.op node tags")
     return repaired
+
+
+#: the node-name prefix ONNX Runtime's function inliner (``quant_pre_process``, ``optimized_model_filepath``) gives
+#: the nodes of an inlined call: ``_inlfunc_DecodeHeatmaps_n3``
+_ORT_INLINED = re.compile(r"^_inlfunc_([A-Za-z0-9]+)_")
+
+
+def tagged_count(model) -> int:
+    """How many main-graph nodes carry a ``kpx.op`` tag (on the node, or in ``kpx.node_origins`` below IR 10)."""
+    origins = node_origins(model)
+    return sum(KPX_OP_KEY in origins.get(n.name, {}) for n in model.graph.node)
+
+
+def restore_tags(original, transformed, *, propagate: bool = True) -> int:
+    """Puts ``original``'s ``kpx.op`` tags back on ``transformed`` (the file after a tool that dropped them: onnxslim,
+    onnxsim, onnx-graphsurgeon and polygraphy drop node metadata; ONNX Runtime's ``quant_pre_process`` also inlines
+    the kpx functions and renames their nodes); returns how many nodes got a tag back.
+
+    A node gets the tag of the original node with its name, else of the original node that produced one of its
+    outputs, else (a node ONNX Runtime inlined from a kpx function, ``_inlfunc_<op type>_...``) of the kpx node of
+    that type; then (``propagate``) :func:`~export_tools.exporter.propagate_tags` tags the nodes the tool wrote
+    (folded, fused) from their neighbours, never a node the original left untagged. Below IR 10 the tags go into
+    ``kpx.node_origins``."""
+    from export_tools.exporter import propagate_tags
+
+    origins = node_origins(original)
+    tagged = {name: props for name, props in origins.items() if KPX_OP_KEY in props}
+    untagged = {n.name for n in original.graph.node if n.name and n.name not in tagged}
+    by_value = {o: tagged[n.name] for n in original.graph.node if n.name in tagged for o in n.output if o}
+    by_type: dict[str, dict[str, str]] = {}
+    for n in original.graph.node:
+        if n.domain == DOMAIN and n.name in tagged:
+            by_type.setdefault(n.op_type, tagged[n.name])
+    present = node_origins(transformed)  # below IR 10: what kpx.node_origins still says (names kept)
+    low_ir = transformed.ir_version < 10
+    before = tagged_count(transformed)
+    for node in transformed.graph.node:
+        if KPX_OP_KEY in props(node):
+            continue
+        found = present.get(node.name) if KPX_OP_KEY in present.get(node.name, {}) else None
+        found = found or tagged.get(node.name) or next((by_value[o] for o in node.output if o in by_value), None)
+        match = _ORT_INLINED.match(node.name)
+        if found is None and match and match.group(1) in by_type:
+            found = by_type[match.group(1)]
+        if found is not None:
+            set_props(node, {k: v for k, v in found.items() if k.startswith(("pkg.torch.onnx.", "kpx."))})
+    if propagate:
+        propagate_tags(transformed, frozen=frozenset(untagged))
+    if low_ir:  # nodes hold no metadata below IR 10: the tags live in the model metadata
+        origins_now = compact_origins(transformed)
+        for node in transformed.graph.node:
+            del node.metadata_props[:]
+        if origins_now:
+            set_props(transformed, {NODE_ORIGINS_KEY: json.dumps(origins_now, separators=(",", ":"))})
+    return tagged_count(transformed) - before
 
 
 def _same_outputs(original, simplified, sets: Mapping[str, Sequence[np.ndarray]], tool: str) -> float:

@@ -313,3 +313,19 @@ def test_a_stale_heatmap_size_is_found_behind_any_input_of_the_keypoints_path():
     x, boxes = torch.randn(2, 3, 64, 48), torch.rand(2, 4) * 100
     with pytest.raises(ExportError, match="fixed heatmap_size"):
         to_onnx(Detour(), (x, boxes), dynamic_shapes=({0: "B", 2: "H", 3: "W"}, {0: "B"}))
+
+
+@pytest.mark.parametrize("args", [(3,), ("x",), ([torch.randn(1, 2, 3, 3), 2.0],)], ids=["int", "str", "nested"])
+def test_non_tensor_example_inputs_are_named(args):
+    with pytest.raises(TypeError, match=r"args\[0\](\[1\])? is (int|str|float).*example inputs must be tensors"):
+        to_onnx(custom_ops.SpatialSoftmax2d(), args)
+
+
+def test_an_input_the_model_rejects_is_named_not_torch_exports_pages():
+    from export_tools.parity import assert_parity
+
+    ints = torch.ones(1, 2, 3, 3, dtype=torch.int64)
+    for call in (lambda: to_onnx(custom_ops.SpatialSoftmax2d(), (ints,)),
+                 lambda: assert_parity(custom_ops.SpatialSoftmax2d(), (ints,))):  # fmt: skip
+        with pytest.raises(ValueError, match=r"fails on its example inputs \(args\[0\]: int64 \(1, 2, 3, 3\)\)"):
+            call()

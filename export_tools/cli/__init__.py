@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from export_tools.cli import bench, check, doctor, export, inspect, ops, repair, simplify
+from export_tools.cli import bench, check, doctor, export, inspect, ops, quantize, repair, simplify
 from export_tools.cli._common import Log, Progress
 from export_tools.errors import (
     CHECK_FAILED,
@@ -35,7 +35,7 @@ from export_tools.errors import (
     one_line,
 )
 
-SUBCOMMANDS = (ops, export, check, inspect, simplify, repair, doctor, bench)
+SUBCOMMANDS = (ops, export, check, inspect, simplify, repair, quantize, doctor, bench)
 
 __all__ = ["SUBCOMMANDS", "Log", "Progress", "build_parser", "main"]
 

@@ -274,11 +274,12 @@ def add_file_options(p: argparse.ArgumentParser, output: str) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
 
-def output_path(args: argparse.Namespace):
-    """``-o``, checked against the rules of every kpx output (not one of the command's inputs)."""
+def output_path(args: argparse.Namespace, reads: list | None = None):
+    """``-o``, checked against the rules of every kpx output (not one of the command's inputs, ``reads`` included)."""
     from export_tools.files import check_output_path
 
-    return check_output_path(args.output, overwrite=args.force, inputs=[args.model, args.inputs], flag="-o")
+    inputs = [args.model, args.inputs, *(reads or [])]
+    return check_output_path(args.output, overwrite=args.force, inputs=inputs, flag="-o")
 
 
 def file_inputs(args: argparse.Namespace, model: Any) -> dict[str, tuple[Any, dict[str, Any]]]:

@@ -2,7 +2,9 @@
 
 Inputs and outputs with symbolic dims, opsets, kpx ops (with or without bodies), functions and node
 counts. With --target, the file is checked against what that runtime accepts (exit 1 if refused), and
-for TensorRT the trtexec lines are printed.
+for TensorRT the trtexec lines are printed. With --quantization, the nodes an INT8 quantizer must keep in
+float (what kpx added, and the network's last layer before it), as ONNX Runtime's nodes_to_exclude, an NNCF
+IgnoredScope and trtexec per-layer precisions (--json: one object).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="check the file against what this runtime accepts (exit 1 if refused)")  # fmt: skip
     p.add_argument("--profile", action="append", default=[], metavar="NAME=MIN:OPT:MAX",
                    help="TensorRT shape profile of a symbolic dim (default: from the export sizes)")  # fmt: skip
+    p.add_argument("--quantization", action="store_true",
+                   help="the nodes to keep in float when quantizing to INT8, for ONNX Runtime, NNCF and "
+                        "trtexec")  # fmt: skip
     p.add_argument("--json", action="store_true")
 
 
@@ -44,6 +49,14 @@ def run(args: argparse.Namespace, log: Log) -> int:
         model = load_onnx(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    if args.quantization:
+        if args.target or args.profile:
+            raise UsageError("--quantization lists nodes for a quantizer; give it without --target/--profile")
+        from export_tools.quantize import exclusion
+
+        excluded = exclusion(model)
+        print(json.dumps(excluded.as_dict(), indent=2) if args.json else excluded.text(args.model))
+        return OK
     info = inspect_model(model)
     if args.profile and not (args.target or "").startswith("tensorrt"):
         raise UsageError("--profile only applies with --target tensorrt-8.6 or tensorrt-10")

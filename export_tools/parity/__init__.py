@@ -98,6 +98,8 @@ def check_parity(
     allow_flips: float = 0.0,
     scale_tol: float | None = None,
     analyse_keypoints: bool = False,
+    reference_model: bytes | str | os.PathLike | Any = None,
+    min_score: float | None = None,
 ) -> ParityReport:
     """Exports ``module`` (unless ``model`` is given) and compares every runtime with PyTorch.
 
@@ -141,6 +143,13 @@ def check_parity(
         runtime_options: options per runtime name, e.g. ``{"cpu": {"optimization_level": "extended"}}``.
         analyse_keypoints: read the decoder's inputs on both sides even when no keypoint moved (for
             :func:`export_tools.parity.plot.plot_report`).
+        reference_model: an ONNX file as the reference instead of ``module`` (bytes, a path or a ``ModelProto``;
+            CLI: ``kpx check QUANT.onnx --reference FP32.onnx``): run on ONNX Runtime CPU in this process
+            (:class:`~export_tools.parity.onnxref.OnnxReference`), for an INT8 file against its float32 original.
+            Keypoints then also report how many confident ones moved by more than one heatmap pixel (or SimCC bin),
+            and a changed peak is an ambiguous flip when the reference's two peaks differ by less than twice the
+            two files' heatmap difference there. ``min_score``: a keypoint is confident when the reference's score
+            is at least this (default: half the largest score of the input set).
 
     Each input is fed to the runtimes in the graph input's dtype (float32 values are rounded to a
     float16 input, as a user of an fp16 file would feed them). PyTorch gets the same rounded values in
@@ -161,6 +170,8 @@ def check_parity(
     for kind in runtimes:
         get_runner(kind).check_available()  # before any work: a missing runtime names its fix
     dtype = resolve_dtype(dtype)
+    if reference_model is not None and (module is not None or truth):
+        raise ValueError("reference_model replaces module as the reference: give one of them (and no truth=True)")
     if module is None and model is None:
         raise ValueError("check_parity needs a module, or model=... to judge against its own float64 evaluation")
     if truth and module is None:
@@ -172,7 +183,8 @@ def check_parity(
         proto = _load_model(model)
     data = proto.SerializeToString()
     judge = Judge(proto, module, tolerances=tolerances, scale_tol=scale_tol, pixels_per_unit=pixels_per_unit,
-                  px_tol=px_tol, allow_flips=allow_flips)  # fmt: skip
+                  px_tol=px_tol, allow_flips=allow_flips, min_score=min_score,
+                  grid_stats=reference_model is not None)  # fmt: skip
     names = judge.names
     specs = input_specs(data)
     for set_name, tensors in sets.items():
@@ -180,6 +192,10 @@ def check_parity(
             raise ValueError(f"input set {set_name!r} has {len(tensors)} tensors; the model has {len(specs)} inputs "
                              f"({', '.join(s[0] for s in specs)})")  # fmt: skip
     report = ParityReport(model=type(module).__name__ if module is not None else "onnx")
+    reported = [n for n in names if judge.quantized and n not in judge.keypoints and n not in (tolerances or {})]
+    if reported:
+        report.notes.append(f"{', '.join(reported)}: a quantized file's float outputs differ from the float reference "
+                            "by design; reported, not judged (give --atol/--rtol to judge them)")  # fmt: skip
     torch_dtype = _float_dtype(module)
     if module is not None:
         first_set = next(iter(sets.values()))
@@ -191,7 +207,12 @@ def check_parity(
             extra, facts = _resized_set(module, data, specs, first_set, report)
             sets, input_meta = {**sets, **extra}, {**(input_meta or {}), **facts}
 
-    reference = _float64_reference(data) if module is None else TorchRunner(module)
+    if reference_model is not None:
+        from export_tools.parity.onnxref import OnnxReference, load_reference
+
+        reference: Any = OnnxReference(load_reference(reference_model), proto)
+    else:
+        reference = _float64_reference(data) if module is None else TorchRunner(module)
     truth_runner = TorchRunner(module, float64=True) if truth else None
     probe = DecoderProbe(data, judge) if judge.keypoints else None
 

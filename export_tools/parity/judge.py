@@ -23,7 +23,14 @@ import torch
 
 from export_tools.errors import one_line
 from export_tools.parity.compare import OutputStats, compare_output, scale_tolerance_for, tolerance_for
-from export_tools.parity.keypoints import DEFAULT_PX_TOL, DecoderValues, KeypointOutput, judge_keypoints
+from export_tools.parity.keypoints import (
+    DEFAULT_PX_TOL,
+    DecoderValues,
+    KeypointOutput,
+    confident_keypoints,
+    grid_moves,
+    judge_keypoints,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ class Judge:
         pixels_per_unit: Mapping[str, tuple[float, float]] | None = None,
         px_tol: float | None = None,
         allow_flips: float = 0.0,
+        min_score: float | None = None,
+        grid_stats: bool = False,
     ) -> None:
         from export_tools.filemeta import OUTPUTS_KEY, read
 
@@ -63,6 +72,16 @@ class Judge:
         }
         for name, per_unit in _checked_pixels(pixels_per_unit, self.names).items():
             self.keypoints[name] = KeypointOutput(name, space="px", per_unit=per_unit)
+        #: confident keypoints moved by more than one grid step (quantized files): the scores output and the step
+        #: a quantized file (INT8 QDQ) against its float reference (an ONNX file or the PyTorch model): its confident
+        #: keypoints decide, flips are judged against the maps' own difference, and its other float outputs (scores)
+        #: differ by design: reported, and judged only where the caller gave a tolerance
+        self.quantized = any(n.op_type == "DequantizeLinear" for n in proto.graph.node)
+        self.min_score = None if min_score is None else _fraction(min_score, "min_score", upper=math.inf)
+        wanted = grid_stats or self.quantized or min_score is not None
+        self.grid = grid_step(proto) if wanted else None
+        scores = [n for n, info in described.items() if isinstance(info, dict) and info.get("kind") == "scores"]
+        self.scores = next((n for n in (*scores, "scores") if n in self.names), None)
 
     def tolerance(self, name: str, dtype: np.dtype) -> Tolerance:
         """The caller's ``(rtol, atol)`` for ``name`` (a ``None`` takes the default), else a one-op model's registry
@@ -80,6 +99,17 @@ class Judge:
         else:
             scale = 0.0 if registry or name in self.overrides else scale_tolerance_for(dtype)
         return Tolerance(rtol, atol, scale)
+
+    def _confident(self, expected: Sequence[np.ndarray], keypoints: np.ndarray) -> tuple[np.ndarray, str] | None:
+        """The keypoints a quantized file is judged on: those the float reference scores at least ``min_score``."""
+        if not self.quantized or self.scores is None:
+            return None
+        shape = np.shape(keypoints)[:-1]
+        found = confident_keypoints(expected[self.names.index(self.scores)], shape, self.min_score)
+        if found is None:
+            return None
+        mask, threshold = found
+        return mask, f"{int(mask.sum())} confident keypoints (score >= {threshold:.3g})"
 
     def _float_rule(self, name: str, dtype: np.dtype) -> bool:
         """A float tolerance decides a keypoint output when the caller gave one for it, or when a one-op model's
@@ -101,7 +131,8 @@ class Judge:
         *,
         always: bool = False,
     ) -> list[OutputStats]:
-        """Every output's stats and verdict; keypoint outputs judged in pixels."""
+        """Every output's stats and verdict; keypoint outputs judged in pixels (a quantized file's: its confident
+        keypoints, the float reference's score at least ``min_score``, decide; every keypoint is reported)."""
         stats = []
         for name, e, a in zip(self.names, expected, actual):
             out = self.compare(name, e, a)
@@ -109,14 +140,43 @@ class Judge:
             if output is not None and out.shape_equal:
                 probe = (lambda n=name: analyse(n)) if analyse is not None else None
                 kp = judge_keypoints(output, e, a, feeds, dims, px_tol=self.px_tol, allow_flips=self.allow_flips,
-                                     analyse=probe, always=always)  # fmt: skip
+                                     analyse=probe, always=always, only=self._confident(expected, e))  # fmt: skip
                 if kp is not None:
                     out.keypoints, out.max_abs_px = kp, kp.max_px
                     kp.decides = not self._float_rule(name, np.asarray(a).dtype)
                     if kp.decides:
                         out.passed = kp.passed
+            elif self.quantized and name not in self.overrides and np.asarray(a).dtype.kind == "f" and out.shape_equal:
+                out.passed = out.nan_pattern_equal and out.inf_pattern_equal  # reported (see __init__)
             stats.append(out)
+        if self.grid is not None and self.scores is not None:
+            reference_scores = expected[self.names.index(self.scores)]
+            for out in stats:
+                if out.keypoints is not None:
+                    grid_moves(out.keypoints, reference_scores, *self.grid, min_score=self.min_score)
         return stats
+
+
+def grid_step(proto: Any) -> tuple[float, str] | None:
+    """One step of the decoder's grid in the pixels a file's keypoints are judged in, and its name: a heatmap pixel
+    (network-input px per heatmap px, the larger axis; MSRA ``w_in / w``, UDP ``w_in / (w - 1)``) or a SimCC bin
+    (``1 / split_ratio`` input px), from the file's ``kpx.pose``; one heatmap pixel for a bare heatmap decoder.
+    ``None`` when the file does not say."""
+    from export_tools.filemeta import OUTPUTS_KEY, POSE_KEY, read
+
+    pose = read(proto, POSE_KEY)
+    if isinstance(pose, dict) and pose.get("decode"):
+        kind = str(pose["decode"]).partition(":")[0]
+        if kind == "simcc" and pose.get("split_ratio"):
+            return 1.0 / float(pose["split_ratio"]), "SimCC bin"
+        size, heatmap = pose.get("input_size"), pose.get("heatmap_size")
+        if kind == "heatmap" and size and heatmap:
+            span = [d - 1 if pose.get("udp") else d for d in (heatmap[1], heatmap[0])]
+            if min(span) > 0:
+                return max(size[0] / span[0], size[1] / span[1]), "heatmap px"
+        return None
+    spaces = {info.get("space") for info in read(proto, OUTPUTS_KEY).values() if isinstance(info, dict)}
+    return (1.0, "heatmap px") if "heatmap" in spaces else None
 
 
 class DecoderProbe:
@@ -175,7 +235,17 @@ class DecoderProbe:
         runtime = [outs[p] for p in self.positions]
         dtype = np.asarray(runtime[0]).dtype
         extra: dict[str, Any] = {}
-        if isinstance(reference, TorchRunner):
+        from export_tools.parity.onnxref import OnnxReference
+
+        if isinstance(reference, OnnxReference):  # another file: its own decoder inputs, paired by the decoder nodes
+            seen = reference.decoder_values(list(feeds))
+            if isinstance(seen, str):
+                return seen
+            ref = _in_order(seen, runtime)
+            if ref is None or (reference.decoder is not None and reference.decoder[0] != self.kind):
+                return "the decoder inputs of the reference file and of the checked file do not pair"
+            extra["noise"] = _difference(ref, runtime)
+        elif isinstance(reference, TorchRunner):
             seen = reference.decoder_call(torch_feeds)
             if isinstance(seen, str):
                 return seen
@@ -183,6 +253,8 @@ class DecoderProbe:
             if ref is None:
                 return "the decoder inputs of PyTorch and of the file do not pair by shape"
             extra = _follow(reference, torch_feeds, seen, index, outs[index])
+            if self.judge.quantized:  # the network is quantized: its maps differ by design
+                extra["noise"] = _difference(ref, runtime)
             if dtype.kind == "f" and dtype.itemsize >= 4:  # see the class doc: not for float16
                 replaced = reference.decoder_call(torch_feeds, inputs=_in_order(runtime, seen[0]))
                 if not isinstance(replaced, str):
@@ -195,6 +267,20 @@ class DecoderProbe:
         error = (f"decoder inputs ({dtype}): max abs {worst.max_abs:.3g} of max|value| {worst.scale:.3g} "
                  f"(allowed {worst.bound:.3g}{' + rtol' if worst.rtol else ''})")  # fmt: skip
         return DecoderValues(self.kind, ref, runtime, all(s.passed for s in stats), error, str(dtype), **extra)
+
+
+def _difference(reference: Sequence[np.ndarray], runtime: Sequence[np.ndarray]) -> np.ndarray | None:
+    """``(rows, K)``: each keypoint's largest ``|reference - runtime|`` over its decoder inputs (heatmap; both SimCC
+    vectors), NaN where they are not finite."""
+    worst = None
+    for r, t in zip(reference, runtime):
+        r64, t64 = np.asarray(r, np.float64), np.asarray(t, np.float64)
+        if r64.ndim < 3 or r64.shape != t64.shape:
+            return None
+        with np.errstate(invalid="ignore"):
+            diff = np.abs(r64 - t64).reshape(-1, r64.shape[1], int(np.prod(r64.shape[2:]))).max(-1)
+        worst = diff if worst is None else np.maximum(worst, diff)
+    return worst
 
 
 def _follow(reference: Any, feeds: Sequence[np.ndarray], seen: tuple, index: int, actual: np.ndarray) -> dict:

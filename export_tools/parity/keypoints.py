@@ -160,6 +160,9 @@ class DecoderValues:
     bins_per_unit: float = 1.0
     counterfactual: np.ndarray | None = None  # PyTorch's output keypoints from the runtime's decoder inputs
     runtime_output: np.ndarray | None = None  # the runtime's output keypoints in the same run
+    #: (rows, K) each keypoint's largest |reference - runtime| over its decoder input, when the two sides are
+    #: expected to differ (an ONNX reference: an INT8 file against its float32 original); peaks are judged against it
+    noise: np.ndarray | None = None
 
 
 @dataclass
@@ -206,6 +209,15 @@ class KeypointStats:
     decides: bool = True  # False: a float tolerance judges this output (given, or the op's registry entry)
     decoding_checked: bool = False  # PyTorch decoded the runtime's decoder inputs (float32 files)
     decoder_dtype: str = "float"
+    #: quantized files: one step of the decoder's grid (a heatmap pixel, a SimCC bin) in the judged units, and how
+    #: many confident keypoints (reference score >= ``min_score``) moved by more than one step
+    grid_px: float | None = None
+    grid_name: str = "heatmap px"
+    min_score: float | None = None
+    confident: int | None = None
+    confident_moved_grid: int | None = None
+    noise_judged: bool = False  # flips judged against the decoder inputs' own difference (an ONNX reference)
+    judged_only: str | None = None  # the keypoints the verdict counts, when not all ("929 confident keypoints ...")
     detail: Any = field(default=None, repr=False, compare=False)  # KeypointDetail, for plots (not in as_dict)
 
     @property
@@ -230,8 +242,12 @@ class KeypointStats:
         if self.max_output_px is not None and self.output_units and self.output_units != self.units:
             shown += f" ({self.max_output_px:.3g} {self.output_units})"
         rounding = f" + {self.output_dtype} rounding" if self.output_dtype == "float16" else ""
+        counted = f" of the {self.judged_only}" if self.judged_only else ""
         head = (f"{self.count} keypoints, {shown}, p95 {self.p95_px:.3g}, median {self.median_px:.3g}; "
-                f"{self.moved} moved > {self.px_tol:g} {self.units}{rounding}")  # fmt: skip
+                f"{self.moved}{counted} moved > {self.px_tol:g} {self.units}{rounding}")  # fmt: skip
+        if self.confident is not None and self.grid_px is not None:
+            head += (f"; {self.confident_moved_grid} of {self.confident} confident (score >= {self.min_score:.3g}) "
+                     f"moved > 1 {self.grid_name} ({self.grid_px:.3g} {self.units})")  # fmt: skip
         if not self.nan_pattern_equal:
             head += "; NaN keypoints at other places"
         if not self.decides:
@@ -241,13 +257,25 @@ class KeypointStats:
         if self.analysis is not None:
             return f"{head}: FAIL (not classified: {self.analysis})"
         ambiguous = [f for f in self.flips if f.ambiguous]
+        clear = [f for f in self.flips if not f.ambiguous]
         parts = []
-        if ambiguous:
+        if ambiguous and self.noise_judged:
+            gaps = sorted(f.ulps for f in ambiguous)
+            parts.append(f"{len(ambiguous)} ambiguous peak(s) (the argmax changed between two peaks whose reference "
+                         f"values differ by {gaps[0]:.2g}{'' if len(gaps) == 1 else f'-{gaps[-1]:.2g}'} times the "
+                         "decoder inputs' own difference there: the reference itself is ambiguous)")  # fmt: skip
+        elif ambiguous:
             gaps = sorted(f.ulps for f in ambiguous)
             parts.append(f"{len(ambiguous)} ambiguous peak(s) (the argmax changed between two peaks {gaps[0]:.2g}"
                          f"{'' if len(gaps) == 1 else f'-{gaps[-1]:.2g}'} {self.decoder_dtype} resolution apart; "
                          "the decoder inputs agree)")  # fmt: skip
-        if self.drift:
+        if clear:
+            parts.append(f"{len(clear)} flip(s) to a peak the reference ranks clearly lower (beyond the decoder "
+                         "inputs' difference: the file changed the maps, not a near-tie)")  # fmt: skip
+        if self.drift and self.noise_judged:
+            parts.append(f"{self.drift} drift (same peak, moved by the difference of the decoder inputs, up to "
+                         f"{self.max_non_flip:.3g} {self.units})")  # fmt: skip
+        elif self.drift:
             also = ", PyTorch's decoding of the runtime's inputs lands there too" if self.decoding_checked else ""
             parts.append(f"{self.drift} rounding drift (same peak, decoder inputs agree{also}: the refinement "
                          "amplified rounding)")  # fmt: skip
@@ -259,9 +287,11 @@ class KeypointStats:
             parts.append(f"{self.departures} departure(s): {where.get(self.departure_kind or '', 'departs')}")
         verdict = "PASS" if self.passed else "FAIL"
         hint = ""
-        if not self.passed and ambiguous and not self.departures and not self.drift:
+        if not self.passed and ambiguous and not clear and not self.departures and not self.drift:
             share = len(ambiguous) / max(self.count, 1)
             hint = f"; accept with --allow-flips {math.ceil(share * 1000) / 1000:g}"
+        elif not self.passed and self.drift and not self.departures and self.noise_judged:
+            hint = f"; a budget of --px-tol {_round_up(self.max_non_flip):g} would accept the drift"
         elif not self.passed and self.drift and not self.departures:
             hint = f"; within rounding: judge with --px-tol {_round_up(self.max_non_flip):g}"
         return f"{head}: {'; '.join(parts)}: {verdict}{hint}"
@@ -285,12 +315,15 @@ def judge_keypoints(
     allow_flips: float = 0.0,
     analyse: Callable[[], DecoderValues | str] | None = None,
     always: bool = False,
+    only: tuple[np.ndarray, str] | None = None,
 ) -> KeypointStats | None:
     """Judges one keypoint output in pixels (see the module doc); ``None`` when it cannot be read in pixels.
 
     ``analyse()`` is called when some keypoint moved more than ``px_tol`` (or ``always``, for a plot): the decoder
     inputs on both sides (:class:`DecoderValues`), or why they cannot be had (a string). The stats keep the
-    displacements and the decoder values for plotting (``stats.detail``, not part of the report)."""
+    displacements and the decoder values for plotting (``stats.detail``, not part of the report). ``only``: a mask
+    of the keypoints the verdict counts (``(rows, K)``, and what they are: the confident keypoints of a quantized
+    file); the statistics still cover every keypoint."""
     e = np.asarray(expected, np.float64)
     a = np.asarray(actual, np.float64)
     if e.shape != a.shape or e.ndim < 2 or e.shape[-1] != 2:
@@ -307,16 +340,21 @@ def judge_keypoints(
     shown = np.sqrt((delta**2).sum(-1))
     allowed = px_tol + _rounding(np.asarray(actual).dtype, e3, per_px)  # what the output dtype cannot resolve
     values = judged[finite]
+    decisive = judged > allowed
+    if only is not None and np.size(only[0]) == decisive.size:
+        decisive &= np.asarray(only[0], bool).reshape(decisive.shape)
     stats = KeypointStats(
         units=output.judged_units, count=int(finite.sum()), max_px=float(values.max()) if values.size else 0.0,
         p95_px=float(np.percentile(values, 95)) if values.size else 0.0,
         median_px=float(np.median(values)) if values.size else 0.0, px_tol=float(px_tol),
-        moved=int((judged > allowed).sum()), allow_flips=float(allow_flips),
+        moved=int(decisive.sum()), allow_flips=float(allow_flips),
         max_output_px=float(shown[finite].max()) if values.size else 0.0,
         output_units={"frame": "frame px"}.get(output.space), nan_pattern_equal=nan_equal,
         output_dtype=str(np.asarray(actual).dtype),
     )  # fmt: skip
     stats.detail = KeypointDetail(judged, finite, None, e3, a3, allowed)
+    if only is not None and np.size(only[0]) == decisive.size:
+        stats.judged_only = only[1]
     if not stats.moved and not always:
         return stats
     found = analyse() if analyse is not None else "the file's decoder inputs were not found"
@@ -325,11 +363,44 @@ def judge_keypoints(
         return stats
     stats.detail.decoder = found
     try:
-        _classify(stats, found, judged, a3, per_px, allowed)
+        _classify(stats, found, judged, a3, per_px, allowed, decisive)
     except ValueError as exc:  # decoder inputs whose rows are not the keypoints' rows
         stats.flips, stats.drift, stats.departures = [], 0, 0
         stats.analysis = f"the decoder inputs do not align with the keypoints ({exc})" if stats.moved else None
     return stats
+
+
+def grid_moves(stats: KeypointStats, scores: np.ndarray | None, grid_px: float | None, grid_name: str,
+               min_score: float | None = None) -> None:  # fmt: skip
+    """Adds to ``stats`` how many confident keypoints moved by more than one step of the decoder's grid
+    (``grid_px`` judged px: one heatmap pixel, one SimCC bin). Confident: the reference's score is at least
+    ``min_score`` (default: half the largest finite score of the input set). Needs ``stats.detail``."""
+    detail = stats.detail
+    if detail is None or scores is None or grid_px is None:
+        return
+    found = confident_keypoints(scores, detail.judged.shape, min_score)
+    if found is None:
+        return
+    mask, min_score = found
+    confident = mask & detail.finite
+    stats.grid_px, stats.grid_name, stats.min_score = float(grid_px), grid_name, float(min_score)
+    stats.confident = int(confident.sum())
+    stats.confident_moved_grid = int((detail.judged[confident] > grid_px).sum())
+
+
+def confident_keypoints(
+    scores: np.ndarray, shape: tuple[int, ...], min_score: float | None = None
+) -> tuple[np.ndarray, float] | None:
+    """``(mask, threshold)``: the keypoints whose reference score is at least ``min_score`` (default: half the largest
+    finite score), as a ``shape`` mask; ``None`` when the scores do not hold one per keypoint."""
+    s = np.asarray(scores, np.float64)
+    if s.size != int(np.prod(shape)):
+        return None
+    s = s.reshape(shape)
+    finite = np.isfinite(s)
+    if min_score is None:
+        min_score = 0.5 * float(s[finite].max()) if finite.any() else 0.0
+    return finite & (s >= min_score), float(min_score)
 
 
 @dataclass
@@ -347,9 +418,10 @@ class KeypointDetail:
 
 def _classify(
     stats: KeypointStats, values: DecoderValues, judged: np.ndarray, actual: np.ndarray, per_px: np.ndarray,
-    allowed: np.ndarray,
+    allowed: np.ndarray, decisive: np.ndarray | None = None,
 ) -> None:  # fmt: skip
     stats.decoder, stats.decoder_dtype = values.error, values.dtype
+    stats.noise_judged = values.noise is not None
     rows, k = judged.shape
     reference = [_rows(v, rows, k) for v in values.reference]
     runtime = [_rows(v, rows, k) for v in values.runtime]
@@ -363,12 +435,12 @@ def _classify(
         out = np.asarray(values.runtime_output, np.float64).reshape(actual.shape)
         own = np.sqrt((((out - cf) / per_px[:, None, :]) ** 2).sum(-1))
     resolution = np.finfo(np.dtype(values.dtype)).eps if np.dtype(values.dtype).kind == "f" else 0.0
-    for n, j in zip(*np.nonzero(judged > allowed)):
+    for n, j in zip(*np.nonzero(judged > allowed if decisive is None else decisive)):
         if own is not None and (not np.isfinite(own[n, j]) or own[n, j] > allowed[n, j]):
             stats.departures += 1
             stats.departure_kind = stats.departure_kind or "decoding"
             continue
-        if not values.agree:
+        if not values.agree and values.noise is None:
             stats.departures += 1
             stats.departure_kind = stats.departure_kind or "decoder inputs"
             continue
@@ -378,9 +450,14 @@ def _classify(
             stats.max_non_flip = max(stats.max_non_flip, float(judged[n, j]))
             continue
         gap = max(float(r[n, j, p] - r[n, j, q]) for r, (p, q) in zip(reference, peaks) if p != q)
+        where = [_peak(peaks, values.kind, width, side) for side in (0, 1)]
+        if values.noise is not None:  # the peaks' reference gap against the two maps' own difference there
+            noise = float(values.noise[n, j])
+            stats.flips.append(Flip([int(n), int(j)], float(judged[n, j]), *where, max(gap, 0.0), noise,
+                                    gap <= 2.0 * noise))  # fmt: skip
+            continue
         peak = max(abs(float(r[n, j, p])) for r, (p, _) in zip(reference, peaks))
         ulp = float(2.0 ** math.floor(math.log2(peak)) * resolution) if peak > 0 and resolution else 0.0
-        where = [_peak(peaks, values.kind, width, side) for side in (0, 1)]
         stats.flips.append(Flip([int(n), int(j)], float(judged[n, j]), *where, max(gap, 0.0), ulp, True))
 
 
@@ -389,6 +466,14 @@ def _peaks_of(values: DecoderValues, reference: list[np.ndarray], runtime: list[
     """``[(reference peak, runtime peak)]`` per decoder input, as flat indices into the reference's values: the
     local maxima of the reference's map (vector) that each side's keypoint climbs to; without the keypoints in
     decoder units, each side's own argmax."""
+    if values.noise is not None and (values.reference_keypoints is None or values.runtime_keypoints is None):
+        # no mapping to follow: each side's argmax, the runtime's climbed on the reference's map to its peak there
+        if values.kind == "heatmap":
+            shape = np.asarray(values.reference[0]).shape[-2:]
+            grid = reference[0][n, j].reshape(shape)
+            start = np.unravel_index(_argmax(runtime[0][n, j]), shape)
+            return [(_argmax(reference[0][n, j]), _climb2d(grid, np.asarray([start[1], start[0]], np.float64)))]
+        return [(_argmax(r[n, j]), _climb1d(r[n, j], float(_argmax(t[n, j])))) for r, t in zip(reference, runtime)]
     if values.reference_keypoints is None or values.runtime_keypoints is None:
         return [(_argmax(r[n, j]), _argmax(t[n, j])) for r, t in zip(reference, runtime)]
     ref_kp, rt_kp = values.reference_keypoints[n, j], values.runtime_keypoints[n, j]
@@ -469,5 +554,7 @@ __all__ = [
     "KeypointOutput",
     "KeypointStats",
     "box_pixels_per_input_pixel",
+    "confident_keypoints",
+    "grid_moves",
     "judge_keypoints",
 ]
