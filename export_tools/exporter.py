@@ -552,8 +552,10 @@ def _forward_check(model: torch.nn.Module, args: tuple) -> None:
             model(*args)
     except Exception as exc:
         given = ", ".join(f"args[{i}]: {_describe(a)}" for i, a in enumerate(args))
-        raise ValueError(f"the model fails on its example inputs ({given}): {type(exc).__name__}: "
-                         f"{root_cause(exc, 300)}; give example inputs the model accepts (dtype and shape)") from exc
+        raise ValueError(
+            f"the model fails on its example inputs ({given}): {type(exc).__name__}: "
+            f"{root_cause(exc, 300)}; give example inputs the model accepts (dtype and shape)"
+        ) from exc
 
 
 def _describe(value: Any) -> str:
