@@ -66,6 +66,17 @@ torch.onnx.export(model, (torch.randn(2, 3, 64, 48),), "stock.onnx", dynamo=True
 """
 
 
+TRAIN = """import numpy as np, torch
+from tests import int8_models as m
+net = m.heatmap_net()
+m.train(net, 300)  # ~10 s: the tests' 8-keypoint heatmap network, peaked maps
+torch.save(net.state_dict(), "pose8.pt")
+for name, seed, n in (("calibration", 1, 32), ("held-out", 2, 64)):
+    images, _ = m.make_batch(n, torch.Generator().manual_seed(seed), m.TEST_KEYPOINTS)
+    np.savez(name + ".npz", images=images.numpy())
+"""
+
+
 @dataclass
 class Transcript:
     """Commands run in order (``kpx ...`` or ``python ...``); ``hidden`` ones prepare files and are not shown."""
@@ -149,6 +160,13 @@ TRANSCRIPTS: dict[str, Transcript] = {
         MODELS, machine=True,
         hidden=[["kpx", "export", "builtin:spatial_soft_argmax2d", "--emit", "inline", "--opset", "17", "-o",
                  "soft_argmax_inline17.onnx"], [*POSE, "-o", "pose.onnx"]]),
+    "quantize": Transcript(
+        [["kpx", "export", "tests/int8_models.py:heatmap_net", "--weights", "pose8.pt", "--input", "images:2x3x64x48",
+          "--dynamic", "images:0=B", "--decode", "heatmap:dark", "--blur-kernel", "7", "--udp", "--emit", "inline",
+          "--opset", "17", "-o", "pose.onnx"],
+         ["kpx", "quantize", "pose.onnx", "-o", "pose-int8.onnx", "--calibration", "calibration.npz"],
+         ["kpx", "check", "pose-int8.onnx", "--reference", "pose.onnx", "--inputs", "held-out.npz", "--px-tol", "0.5"]],
+        ["tests/__init__.py", "tests/int8_models.py"], hidden=[["python", "-c", TRAIN]]),
     "doctor": Transcript([["kpx", "doctor"]], machine=True),
 }
 # fmt: on
