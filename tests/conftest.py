@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 import torch
-
-# The whole suite in one process segfaulted (exit 139) in CI and here, at the same test each time: under gdb the
-# main thread crashed in the interpreter right after subprocess's vfork(), ~4,200 tests in, with ~110 threads of
-# ONNX Runtime, OpenVINO (TBB), OpenCV, OpenBLAS and ExecuTorch pools alive. fork() instead of vfork() for the
-# test process's own subprocesses (CPython's documented escape hatch; kpx's workers are unaffected elsewhere).
-if hasattr(subprocess, "_USE_VFORK"):
-    subprocess._USE_VFORK = False
 
 
 def ort_session(proto):
