@@ -101,6 +101,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -234,30 +235,16 @@ def reference(
     return crops, boxes_cs
 
 
-def _torch_impl(
-    images: Tensor,
-    boxes: Tensor,
-    batch_index: Tensor,
-    input_size: list[int],
-    padding: float,
-    box_format: int,
-    udp: int,
-    channels_last: int,
-) -> tuple[Tensor, Tensor]:
-    crops, boxes_cs = reference(images, boxes, batch_index, input_size, padding, box_format, udp, channels_last)
+def _torch_impl(*args: Any) -> tuple[Tensor, Tensor]:
+    """The reference with contiguous crops (the torch op's schema comes from the OpSpec)."""
+    crops, boxes_cs = reference(*args)
     return crops.contiguous(), boxes_cs
 
 
 def _fake(
-    images: Tensor,
-    boxes: Tensor,
-    batch_index: Tensor,
-    input_size: list[int],
-    padding: float,
-    box_format: int,
-    udp: int,
-    channels_last: int,
+    images: Tensor, boxes: Tensor, _batch_index: Tensor, input_size: list[int], *attrs: Any
 ) -> tuple[Tensor, Tensor]:
+    channels_last = attrs[-1]
     n, (out_w, out_h) = boxes.shape[0], input_size
     crops = images.new_empty((n, images.shape[3 if channels_last else 1], out_h, out_w), dtype=torch.float32)
     return crops, boxes.new_empty((n, 4), dtype=torch.float32)
