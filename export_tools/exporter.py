@@ -520,7 +520,6 @@ def trace(
         model = copy.deepcopy(model).to(dtype)  # never convert the caller's model in place
     args = _cast_args(args, dtype)
     dynamic_shapes = _varargs_dynamic_shapes(model, args, dynamic_shapes)
-    _forward_check(model, args)
     try:
         with eval_mode(model), _quiet_exporter() as log, kpx_export():
             program = torch.onnx.export(
@@ -529,6 +528,7 @@ def trace(
                 output_names=output_names, verbose=False,
             )  # fmt: skip
     except Exception as exc:  # the exporter raises many types; one clear error for callers
+        _forward_check(model, args)  # the model's own error first, when it rejects its example inputs
         raise ExportError(strip_ansi(f"torch.onnx export failed: {exc}\n{log.getvalue()[-2000:]}")) from exc
     proto = program.model_proto
     check_heatmap_sizes(proto)
@@ -542,9 +542,9 @@ def trace(
 
 
 def _forward_check(model: torch.nn.Module, args: tuple) -> None:
-    """Runs the model once eagerly on ``args``: a model that rejects its own example inputs (an integer tensor where
-    it takes floats, a wrong shape) is a ``ValueError`` naming the inputs and the model's own message, instead of
-    torch.export's pages."""
+    """After a failed export, runs the model once eagerly on ``args``: a model that rejects its own example inputs (an
+    integer tensor where it takes floats, a wrong shape) is a ``ValueError`` naming the inputs and the model's own
+    message, instead of torch.export's pages."""
     from export_tools.errors import root_cause
 
     try:

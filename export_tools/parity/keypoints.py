@@ -341,7 +341,9 @@ def judge_keypoints(
     allowed = px_tol + _rounding(np.asarray(actual).dtype, e3, per_px)  # what the output dtype cannot resolve
     values = judged[finite]
     decisive = judged > allowed
-    if only is not None and np.size(only[0]) == decisive.size:
+    if only is not None and np.size(only[0]) != decisive.size:
+        only = None  # a mask of other rows: every keypoint counts
+    if only is not None:
         decisive &= np.asarray(only[0], bool).reshape(decisive.shape)
     stats = KeypointStats(
         units=output.judged_units, count=int(finite.sum()), max_px=float(values.max()) if values.size else 0.0,
@@ -353,7 +355,7 @@ def judge_keypoints(
         output_dtype=str(np.asarray(actual).dtype),
     )  # fmt: skip
     stats.detail = KeypointDetail(judged, finite, None, e3, a3, allowed)
-    if only is not None and np.size(only[0]) == decisive.size:
+    if only is not None:
         stats.judged_only = only[1]
     if not stats.moved and not always:
         return stats
@@ -418,7 +420,7 @@ class KeypointDetail:
 
 def _classify(
     stats: KeypointStats, values: DecoderValues, judged: np.ndarray, actual: np.ndarray, per_px: np.ndarray,
-    allowed: np.ndarray, decisive: np.ndarray | None = None,
+    allowed: np.ndarray, decisive: np.ndarray,
 ) -> None:  # fmt: skip
     stats.decoder, stats.decoder_dtype = values.error, values.dtype
     stats.noise_judged = values.noise is not None
@@ -435,7 +437,7 @@ def _classify(
         out = np.asarray(values.runtime_output, np.float64).reshape(actual.shape)
         own = np.sqrt((((out - cf) / per_px[:, None, :]) ** 2).sum(-1))
     resolution = np.finfo(np.dtype(values.dtype)).eps if np.dtype(values.dtype).kind == "f" else 0.0
-    for n, j in zip(*np.nonzero(judged > allowed if decisive is None else decisive)):
+    for n, j in zip(*np.nonzero(decisive)):
         if own is not None and (not np.isfinite(own[n, j]) or own[n, j] > allowed[n, j]):
             stats.departures += 1
             stats.departure_kind = stats.departure_kind or "decoding"
